@@ -1,0 +1,284 @@
+//! Error types.
+//!
+//! Every error names the token endpoint it came from (scheme, host, port and path: never a
+//! query string or user info) and, for OAuth failures, the RFC 6749 §5.2 error code. No error
+//! ever holds the client secret or a token, so `Display` and `Debug` are safe to log.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+
+/// A boxed error from a user-supplied [`TokenSource`](crate::TokenSource).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The RFC 6749 §5.2 `error` code of a failed token request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum OAuthErrorCode {
+    /// `invalid_request`: a parameter is missing, repeated or malformed.
+    InvalidRequest,
+    /// `invalid_client`: client authentication failed (wrong id or secret, wrong method).
+    InvalidClient,
+    /// `invalid_grant`: the grant is invalid, expired or revoked.
+    InvalidGrant,
+    /// `unauthorized_client`: this client may not use the client credentials grant.
+    UnauthorizedClient,
+    /// `unsupported_grant_type`: the server does not support the client credentials grant.
+    UnsupportedGrantType,
+    /// `invalid_scope`: a requested scope is invalid, unknown or beyond what the client may ask.
+    InvalidScope,
+    /// Any other code the server sent, kept verbatim.
+    Other(String),
+}
+
+impl OAuthErrorCode {
+    /// Reads a code as it appears in the `error` field.
+    pub fn parse(code: &str) -> Self {
+        match code {
+            "invalid_request" => Self::InvalidRequest,
+            "invalid_client" => Self::InvalidClient,
+            "invalid_grant" => Self::InvalidGrant,
+            "unauthorized_client" => Self::UnauthorizedClient,
+            "unsupported_grant_type" => Self::UnsupportedGrantType,
+            "invalid_scope" => Self::InvalidScope,
+            other => Self::Other(other.to_owned()),
+        }
+    }
+
+    /// The code as it appears on the wire.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::InvalidRequest => "invalid_request",
+            Self::InvalidClient => "invalid_client",
+            Self::InvalidGrant => "invalid_grant",
+            Self::UnauthorizedClient => "unauthorized_client",
+            Self::UnsupportedGrantType => "unsupported_grant_type",
+            Self::InvalidScope => "invalid_scope",
+            Self::Other(code) => code,
+        }
+    }
+}
+
+impl fmt::Display for OAuthErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a token endpoint's successful-looking answer could not be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InvalidResponse {
+    /// The body is not JSON, or not the JSON object RFC 6749 §5.1 describes.
+    NotJson,
+    /// The body is JSON but has no `access_token` string.
+    MissingAccessToken,
+    /// `token_type` is not `Bearer` (compared without regard to case). Holds the type sent.
+    UnsupportedTokenType(String),
+    /// The body is larger than the configured limit, in bytes.
+    BodyTooLarge {
+        /// The limit that was exceeded.
+        limit: usize,
+    },
+    /// The access token contains characters that cannot be sent in an HTTP header, or is empty.
+    TokenNotHeaderSafe,
+    /// `expires_in` is present but neither a number nor a numeric string.
+    InvalidExpiresIn,
+}
+
+impl fmt::Display for InvalidResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotJson => f.write_str("the body is not a JSON object"),
+            Self::MissingAccessToken => f.write_str("the body has no `access_token`"),
+            Self::UnsupportedTokenType(t) => {
+                // The type is server text; keep it short so a hostile server cannot flood logs.
+                let shown: String = t.chars().take(32).collect();
+                write!(f, "unsupported token_type `{}` (expected Bearer)", shown.escape_debug())
+            }
+            Self::BodyTooLarge { limit } => write!(f, "the body is larger than {limit} bytes"),
+            Self::TokenNotHeaderSafe => {
+                f.write_str("the access token is empty or not a valid HTTP header value")
+            }
+            Self::InvalidExpiresIn => f.write_str("`expires_in` is not a number"),
+        }
+    }
+}
+
+/// An error getting a token.
+///
+/// Cheap to clone: while the token endpoint is failing and backing off, every caller gets a
+/// clone of the last error instead of a new token request.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The authorization server answered with an RFC 6749 §5.2 error.
+    #[error("token endpoint {endpoint} refused the request: {code}{}", describe(.description))]
+    OAuth {
+        /// The token endpoint (without query).
+        endpoint: String,
+        /// The HTTP status of the answer (usually 400 or 401).
+        status: StatusCode,
+        /// The `error` code.
+        code: OAuthErrorCode,
+        /// The `error_description`, if any.
+        description: Option<String>,
+        /// The `error_uri`, if any.
+        uri: Option<String>,
+    },
+    /// The token endpoint answered with an HTTP status that carries no OAuth error.
+    #[error("token endpoint {endpoint} answered HTTP {status}")]
+    Status {
+        /// The token endpoint (without query).
+        endpoint: String,
+        /// The HTTP status.
+        status: StatusCode,
+        /// The `Retry-After` delay the server asked for, if any.
+        retry_after: Option<Duration>,
+    },
+    /// The token endpoint answered with a redirect, which is never followed: it would carry
+    /// the client credentials to another URL.
+    #[error("token endpoint {endpoint} answered with a redirect (HTTP {status}), which is not followed")]
+    Redirect {
+        /// The token endpoint (without query).
+        endpoint: String,
+        /// The redirect status.
+        status: StatusCode,
+    },
+    /// The answer was a success status but its body could not be used.
+    #[error("token endpoint {endpoint} sent an unusable answer: {kind}")]
+    InvalidResponse {
+        /// The token endpoint (without query).
+        endpoint: String,
+        /// What was wrong with it.
+        kind: InvalidResponse,
+    },
+    /// The token request did not complete within the configured timeout.
+    #[error("token endpoint {endpoint} did not answer within {timeout:?}")]
+    Timeout {
+        /// The token endpoint (without query).
+        endpoint: String,
+        /// The timeout that elapsed.
+        timeout: Duration,
+    },
+    /// The connection failed (refused, reset, DNS, TLS) or the body could not be read.
+    #[error("token endpoint {endpoint} could not be reached")]
+    Transport {
+        /// The token endpoint (without query).
+        endpoint: String,
+        /// The underlying error (its URL removed).
+        #[source]
+        source: Arc<reqwest::Error>,
+    },
+    /// A user-supplied [`TokenSource`](crate::TokenSource) failed.
+    #[error("token source failed")]
+    Source(#[source] Arc<BoxError>),
+    /// A user-supplied [`TokenSource`](crate::TokenSource) panicked, or its task was cancelled
+    /// before it produced a token (the runtime shutting down, for example).
+    #[error("token source panicked or was cancelled before it produced a token")]
+    SourceAborted,
+    /// The token request failed before: callers get that error until the backoff delay has
+    /// passed, so an outage never turns the request rate into the token request rate.
+    #[error("no token: backing off for {retry_in:?} after: {last}")]
+    BackingOff {
+        /// How long until the next token request may be sent.
+        retry_in: Duration,
+        /// The failure that started the backoff.
+        #[source]
+        last: Box<Error>,
+    },
+}
+
+fn describe(description: &Option<String>) -> String {
+    match description {
+        // Server text: bounded and escaped so it cannot forge log lines.
+        Some(d) => format!(" ({})", d.chars().take(200).collect::<String>().escape_debug()),
+        None => String::new(),
+    }
+}
+
+impl Error {
+    /// Wraps an error from a user-supplied token source.
+    pub fn source(error: impl Into<BoxError>) -> Self {
+        Self::Source(Arc::new(error.into()))
+    }
+
+    /// The RFC 6749 §5.2 code, when the server sent one (looking through
+    /// [`BackingOff`](Self::BackingOff)).
+    pub fn oauth_code(&self) -> Option<&OAuthErrorCode> {
+        match self {
+            Self::OAuth { code, .. } => Some(code),
+            Self::BackingOff { last, .. } => last.oauth_code(),
+            _ => None,
+        }
+    }
+
+    /// Whether a new attempt may succeed: connection failures, timeouts, 429, 5xx (other than
+    /// 501) and the failures of a custom source. OAuth client errors such as `invalid_client`
+    /// are not transient: retrying them only adds load.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Timeout { .. } | Self::Transport { .. } | Self::Source(_) => true,
+            Self::SourceAborted => true,
+            Self::Status { status, .. } => {
+                *status == StatusCode::TOO_MANY_REQUESTS
+                    || *status == StatusCode::REQUEST_TIMEOUT
+                    || (status.is_server_error() && *status != StatusCode::NOT_IMPLEMENTED)
+            }
+            Self::OAuth { status, .. } => status.is_server_error(),
+            Self::Redirect { .. } | Self::InvalidResponse { .. } | Self::BackingOff { .. } => {
+                false
+            }
+        }
+    }
+
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// An invalid configuration, reported by `build()`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// No token URL was configured.
+    #[error("no token URL configured")]
+    MissingTokenUrl,
+    /// The token URL could not be parsed.
+    #[error("invalid token URL: {0}")]
+    InvalidTokenUrl(String),
+    /// The token URL is plain HTTP on a host that is not loopback.
+    #[error("token URL {0} is not HTTPS; plain HTTP is allowed only for loopback hosts (or with `danger_allow_insecure_http`)")]
+    InsecureTokenUrl(String),
+    /// The client id is missing or empty.
+    #[error("client id is missing or empty")]
+    MissingClientId,
+    /// The authentication method needs a client secret and none was configured.
+    #[error("client secret is missing (required by {0})")]
+    MissingClientSecret(&'static str),
+    /// The tenant id cannot be sent as an HTTP header value.
+    #[error("tenant id is not a valid HTTP header value")]
+    InvalidTenantId,
+    /// A scope is empty or contains characters RFC 6749 §3.3 does not allow.
+    #[error("invalid scope `{0}`")]
+    InvalidScope(String),
+    /// An environment variable holds a value that cannot be used.
+    #[error("environment variable {name}: {reason}")]
+    InvalidEnv {
+        /// The variable's name.
+        name: String,
+        /// What is wrong with its value.
+        reason: String,
+    },
+    /// An origin given to `allowed_origins` is not a URL with a scheme and host.
+    #[error("invalid origin `{0}`")]
+    InvalidOrigin(String),
+    /// A numeric setting is out of range.
+    #[error("{0}")]
+    OutOfRange(&'static str),
+}

@@ -1,0 +1,201 @@
+//! Timing policy: when tokens are refreshed, how failures back off.
+
+use std::time::Duration;
+
+/// Start refreshing at this fraction of a token's lifetime, by default (0.75: AWS Cognito's
+/// recommendation).
+pub const DEFAULT_REFRESH_AT: f64 = 0.75;
+/// Up to this fraction of the lifetime is taken off the refresh point at random, by default
+/// (0.05), so a fleet started together does not refresh in lockstep.
+pub const DEFAULT_REFRESH_JITTER: f64 = 0.05;
+/// A token is never used within this margin of its expiry, by default (60 s). The margin is
+/// at most a tenth of the token's lifetime, so short-lived tokens stay usable.
+pub const DEFAULT_EXPIRY_MARGIN: Duration = Duration::from_secs(60);
+/// The lifetime assumed when the server sends no `expires_in`, by default (5 minutes).
+pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(300);
+/// Lifetimes below this (including zero and negative `expires_in`) are raised to it (1 s), so
+/// a server announcing `expires_in: 0` cannot turn every request into a token request.
+pub const MIN_LIFETIME: Duration = Duration::from_secs(1);
+/// At most one forced refresh (after the API rejects a token) per this interval, by default
+/// (5 s), so an API that rejects every token cannot turn requests into token requests.
+pub const DEFAULT_FORCED_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub(crate) struct CachePolicy {
+    pub(crate) refresh_at: f64,
+    pub(crate) refresh_jitter: f64,
+    pub(crate) expiry_margin: Duration,
+    pub(crate) default_lifetime: Duration,
+    pub(crate) min_lifetime: Duration,
+    pub(crate) forced_refresh_interval: Duration,
+    pub(crate) retry: RetryPolicy,
+}
+
+impl Default for CachePolicy {
+    fn default() -> Self {
+        Self {
+            refresh_at: DEFAULT_REFRESH_AT,
+            refresh_jitter: DEFAULT_REFRESH_JITTER,
+            expiry_margin: DEFAULT_EXPIRY_MARGIN,
+            default_lifetime: DEFAULT_LIFETIME,
+            min_lifetime: MIN_LIFETIME,
+            forced_refresh_interval: DEFAULT_FORCED_REFRESH_INTERVAL,
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// How failed token requests are retried, and how callers are held back afterwards.
+///
+/// Within one fetch, a transient failure ([`Error::is_transient`](crate::Error::is_transient):
+/// connection failures, timeouts, 408, 429, 5xx) is retried after an exponential backoff with
+/// full jitter (`initial_backoff * 2^(attempt-1)`, capped at `max_backoff`, times a random
+/// factor in `[0.5, 1]`), or after the server's `Retry-After` (capped at `retry_after_cap`),
+/// for at most `max_attempts` attempts and `max_elapsed` in all. OAuth errors such as
+/// `invalid_client` are not retried.
+///
+/// After a fetch has failed, callers that have no usable token get the error at once
+/// ([`Error::BackingOff`](crate::Error::BackingOff)) until a cooldown has passed: the same
+/// exponential backoff, by the number of consecutive failed fetches, or the server's
+/// `Retry-After` if longer. So during an outage there is at most one token request in flight
+/// and at most one fetch per cooldown, whatever the request rate. A still-usable token keeps
+/// being used meanwhile.
+///
+/// ```
+/// use std::time::Duration;
+/// use client_credentials::RetryPolicy;
+///
+/// let policy = RetryPolicy::default()
+///     .max_attempts(5)
+///     .initial_backoff(Duration::from_millis(100))
+///     .max_backoff(Duration::from_secs(10));
+/// # let _ = policy;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    pub(crate) max_attempts: u32,
+    pub(crate) initial_backoff: Duration,
+    pub(crate) max_backoff: Duration,
+    pub(crate) max_elapsed: Duration,
+    pub(crate) retry_after_cap: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(30),
+            max_elapsed: Duration::from_secs(30),
+            retry_after_cap: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// No retries within a fetch (one attempt); the cooldown after failures still applies.
+    pub fn no_retry() -> Self {
+        Self {
+            max_attempts: 1,
+            ..Self::default()
+        }
+    }
+
+    /// Attempts per fetch, the first included (default 3; at least 1).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// The first backoff delay (default 200 ms).
+    pub fn initial_backoff(mut self, delay: Duration) -> Self {
+        self.initial_backoff = delay;
+        self
+    }
+
+    /// The longest backoff delay, and the longest cooldown (default 30 s).
+    pub fn max_backoff(mut self, delay: Duration) -> Self {
+        self.max_backoff = delay;
+        self
+    }
+
+    /// No retry starts later than this after the first attempt (default 30 s).
+    pub fn max_elapsed(mut self, total: Duration) -> Self {
+        self.max_elapsed = total;
+        self
+    }
+
+    /// The longest `Retry-After` that is honoured (default 60 s); longer ones are cut to it.
+    pub fn retry_after_cap(mut self, cap: Duration) -> Self {
+        self.retry_after_cap = cap;
+        self
+    }
+
+    /// The ceiling of the `n`-th backoff (n from 1): `initial * 2^(n-1)`, capped.
+    pub(crate) fn ceiling(&self, n: u32) -> Duration {
+        let factor = 2u32.saturating_pow(n.saturating_sub(1).min(20));
+        self.initial_backoff
+            .saturating_mul(factor)
+            .min(self.max_backoff)
+    }
+
+    /// The delay before attempt `attempt + 1`.
+    pub(crate) fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        match retry_after {
+            Some(after) => after.min(self.retry_after_cap),
+            None => jitter(self.ceiling(attempt)),
+        }
+    }
+
+    /// How long callers are held back after `failures` consecutive failed fetches.
+    pub(crate) fn cooldown(&self, failures: u32) -> Duration {
+        jitter(self.ceiling(failures))
+    }
+}
+
+/// A random duration in `[d/2, d]`.
+fn jitter(d: Duration) -> Duration {
+    d.mul_f64(0.5 + fastrand::f64() * 0.5)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::schedule;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let p = RetryPolicy::default()
+            .initial_backoff(Duration::from_millis(100))
+            .max_backoff(Duration::from_secs(1));
+        assert_eq!(p.ceiling(1), Duration::from_millis(100));
+        assert_eq!(p.ceiling(2), Duration::from_millis(200));
+        assert_eq!(p.ceiling(4), Duration::from_millis(800));
+        assert_eq!(p.ceiling(5), Duration::from_secs(1));
+        assert_eq!(p.ceiling(u32::MAX), Duration::from_secs(1));
+        for n in 1..10 {
+            let d = p.cooldown(n);
+            assert!(d >= p.ceiling(n) / 2 && d <= p.ceiling(n), "{n}: {d:?}");
+        }
+        assert_eq!(p.delay(1, Some(Duration::from_secs(7))), Duration::from_secs(7));
+        assert_eq!(p.delay(1, Some(Duration::from_secs(600))), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn schedule_table() {
+        let p = CachePolicy::default();
+        let s = Duration::from_secs;
+        // (expires_in, jitter draw, refresh after, use for)
+        let cases: &[(Option<Duration>, f64, Duration, Duration)] = &[
+            (Some(s(3600)), 0.0, s(2700), s(3540)),
+            (Some(s(3600)), 1.0, s(2520), s(3540)),
+            (Some(s(60)), 0.0, s(45), s(54)),
+            (Some(s(2)), 0.0, Duration::from_millis(1500), Duration::from_millis(1800)),
+            (None, 0.0, s(225), s(270)),
+            (Some(s(0)), 0.0, Duration::from_millis(750), Duration::from_millis(900)),
+        ];
+        for &(expires_in, draw, refresh, use_for) in cases {
+            assert_eq!(schedule(&p, expires_in, draw), (refresh, use_for), "{expires_in:?} {draw}");
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! Counters, and the [`Stats`] snapshot.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) tokens_fetched: AtomicU64,
+    pub(crate) token_requests: AtomicU64,
+    pub(crate) token_failures: AtomicU64,
+    pub(crate) cache_hits: AtomicU64,
+    pub(crate) cache_misses: AtomicU64,
+    pub(crate) refreshes_ahead: AtomicU64,
+    pub(crate) forced_refreshes: AtomicU64,
+    pub(crate) forced_refreshes_suppressed: AtomicU64,
+    pub(crate) retried_requests: AtomicU64,
+}
+
+/// A snapshot of what a [`ClientCredentials`](crate::ClientCredentials) has done, across all its
+/// clones, adapters and scope sets.
+///
+/// Cheap: reading it loads a few atomics. `cache_hits` is counted per thread and published in
+/// batches of 64 (and when a thread exits), so it may trail the true count by up to 63 hits per
+/// thread; every other counter is exact.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Tokens obtained and cached.
+    pub tokens_fetched: u64,
+    /// Token requests sent (each attempt counts, retries included).
+    pub token_requests: u64,
+    /// Token requests that failed.
+    pub token_failures: u64,
+    /// Lookups served from the cache without waiting.
+    pub cache_hits: u64,
+    /// Lookups that found no usable token and started a fetch.
+    pub cache_misses: u64,
+    /// Background refreshes started ahead of expiry.
+    pub refreshes_ahead: u64,
+    /// Tokens dropped because the API rejected them, each followed by one new fetch.
+    pub forced_refreshes: u64,
+    /// Rejections that did not cause a new fetch because one had just been forced.
+    pub forced_refreshes_suppressed: u64,
+    /// API requests sent a second time with a new token after a 401.
+    pub retried_requests: u64,
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self) -> Stats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Stats {
+            tokens_fetched: get(&self.tokens_fetched),
+            token_requests: get(&self.token_requests),
+            token_failures: get(&self.token_failures),
+            cache_hits: get(&self.cache_hits),
+            cache_misses: get(&self.cache_misses),
+            refreshes_ahead: get(&self.refreshes_ahead),
+            forced_refreshes: get(&self.forced_refreshes),
+            forced_refreshes_suppressed: get(&self.forced_refreshes_suppressed),
+            retried_requests: get(&self.retried_requests),
+        }
+    }
+}
