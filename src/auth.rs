@@ -136,7 +136,12 @@ impl Plan {
     /// For a 401 that will not be retried (the body cannot be replayed, or the caller said no
     /// retry): if its headers say `invalid_token`, drop the token anyway so the next request
     /// gets a fresh one. The body is not read; the response goes to the caller untouched.
-    pub(crate) fn forget_if_invalid(&self, status: http::StatusCode, headers: &HeaderMap, sent: &HeaderValue) {
+    pub(crate) fn forget_if_invalid(
+        &self,
+        status: http::StatusCode,
+        headers: &HeaderMap,
+        sent: &HeaderValue,
+    ) {
         if crate::challenge::classify_headers(status, headers) == Some(Rejection::InvalidToken) {
             self.cache.invalidate(sent);
         }

@@ -90,9 +90,17 @@ impl<B: Body> ResponseBody<B> {
         }
     }
 
-    fn replayed(prefix: VecDeque<Frame<Bytes>>, error: Option<B::Error>, rest: Option<Pin<Box<B>>>) -> Self {
+    fn replayed(
+        prefix: VecDeque<Frame<Bytes>>,
+        error: Option<B::Error>,
+        rest: Option<Pin<Box<B>>>,
+    ) -> Self {
         Self {
-            inner: Inner::Replayed { prefix, error, rest },
+            inner: Inner::Replayed {
+                prefix,
+                error,
+                rest,
+            },
         }
     }
 }
@@ -140,7 +148,9 @@ where
                     return Poll::Ready(None);
                 };
                 match body.as_mut().poll_frame(cx) {
-                    Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame.map_data(Into::into)))),
+                    Poll::Ready(Some(Ok(frame))) => {
+                        Poll::Ready(Some(Ok(frame.map_data(Into::into))))
+                    }
                     Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
                     Poll::Ready(None) => {
                         *rest = None;
@@ -159,7 +169,11 @@ where
                 prefix,
                 error,
                 rest,
-            } => prefix.is_empty() && error.is_none() && rest.as_ref().is_none_or(|b| b.is_end_stream()),
+            } => {
+                prefix.is_empty()
+                    && error.is_none()
+                    && rest.as_ref().is_none_or(|b| b.is_end_stream())
+            }
         }
     }
 
@@ -171,7 +185,9 @@ where
                     .iter()
                     .filter_map(|f| f.data_ref().map(|d| d.len() as u64))
                     .sum();
-                let mut hint = rest.as_ref().map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint());
+                let mut hint = rest
+                    .as_ref()
+                    .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint());
                 hint.set_lower(hint.lower().saturating_add(buffered));
                 if let Some(upper) = hint.upper() {
                     hint.set_upper(upper.saturating_add(buffered));
@@ -242,7 +258,11 @@ mod tests {
 
     #[tokio::test]
     async fn short_body_is_read_whole_and_played_back() {
-        let (data, replay) = read_prefix(stream(vec![Ok("{\"error\":"), Ok("\"invalid_token\"}")]), 1024).await;
+        let (data, replay) = read_prefix(
+            stream(vec![Ok("{\"error\":"), Ok("\"invalid_token\"}")]),
+            1024,
+        )
+        .await;
         assert_eq!(data.as_deref(), Some(&b"{\"error\":\"invalid_token\"}"[..]));
         let bytes = replay.collect().await.unwrap().to_bytes();
         assert_eq!(&bytes[..], b"{\"error\":\"invalid_token\"}");

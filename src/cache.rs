@@ -74,6 +74,9 @@ struct Slow {
 pub(crate) struct TokenCache {
     id: u64,
     state: AtomicU64,
+    /// The id of the live timer task (zero: none). A timer ends the fast path only if it is
+    /// still the live one, so replacing a timer never disturbs its successor.
+    armed_timer: AtomicU64,
     current: ArcSwapOption<Entry>,
     slow: Mutex<Slow>,
     source: Arc<dyn TokenSource>,
@@ -148,6 +151,7 @@ impl TokenCache {
         Self {
             id: next_id(),
             state: AtomicU64::new(0),
+            armed_timer: AtomicU64::new(0),
             current: ArcSwapOption::empty(),
             slow: Mutex::new(Slow::default()),
             source,
@@ -232,7 +236,7 @@ impl TokenCache {
             let mut slow = self.lock();
             let now = Instant::now();
             if let Some(entry) = self.usable(now) {
-                if slow.armed_gen != entry.gen {
+                if slow.armed_gen != entry.gen || self.armed_timer.load(Ordering::Acquire) == 0 {
                     // The timer's runtime went away (or none ran): re-arm on this one.
                     self.install(&mut slow, Arc::clone(&entry));
                 }
@@ -280,7 +284,9 @@ impl TokenCache {
             // A failed fetch re-arms the timer for the end of its backoff.
             return;
         }
-        self.counters.refreshes_ahead.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .refreshes_ahead
+            .fetch_add(1, Ordering::Relaxed);
         tracing::debug!(
             endpoint_host = %self.endpoint_host,
             scopes = %self.scopes,
@@ -317,7 +323,9 @@ impl TokenCache {
             }
         }
         slow.last_forced = Some(now);
-        self.counters.forced_refreshes.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .forced_refreshes
+            .fetch_add(1, Ordering::Relaxed);
         tracing::info!(
             endpoint_host = %self.endpoint_host,
             scopes = %self.scopes,
@@ -325,10 +333,7 @@ impl TokenCache {
         );
         self.current.store(None);
         self.state.store(0, Ordering::Release);
-        if let Some(timer) = slow.timer.take() {
-            timer.abort();
-        }
-        slow.armed_gen = 0;
+        self.disarm(&mut slow);
         if slow.inflight.is_none() && backing_off(&slow, now).is_none() {
             // No runtime: the next caller's slow path reports it.
             let _ = self.start_fetch(&mut slow, Reason::Forced);
@@ -492,25 +497,25 @@ impl TokenCache {
 
     /// (Re)starts the timer of `entry`: "refresh due" at `refresh_at`, unusable at `use_until`.
     fn arm(self: &Arc<Self>, slow: &mut Slow, entry: &Arc<Entry>, refresh_at: Instant) {
-        if let Some(old) = slow.timer.take() {
-            old.abort();
-        }
+        self.disarm(slow);
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             // No runtime to run a timer: leave the fast path off; the slow path reads the clock.
             self.state.store(0, Ordering::Release);
-            slow.armed_gen = 0;
             return;
         };
         let cache = Arc::downgrade(self);
         let gen = entry.gen;
         let use_until = entry.use_until;
+        let timer_id = next_id();
         slow.armed_gen = gen;
+        self.armed_timer.store(timer_id, Ordering::Release);
         slow.timer = Some(
             runtime
                 .spawn(async move {
                     let _disarm = Disarm {
                         cache: cache.clone(),
                         gen,
+                        timer_id,
                     };
                     tokio::time::sleep_until(refresh_at).await;
                     if let Some(cache) = cache.upgrade() {
@@ -526,6 +531,15 @@ impl TokenCache {
                 })
                 .abort_handle(),
         );
+    }
+
+    /// Stops the current timer; the caller publishes the new state.
+    fn disarm(&self, slow: &mut Slow) {
+        self.armed_timer.store(0, Ordering::Release);
+        slow.armed_gen = 0;
+        if let Some(timer) = slow.timer.take() {
+            timer.abort();
+        }
     }
 
     /// A cached token value for callers outside the middleware.
@@ -584,11 +598,13 @@ impl Reason {
     }
 }
 
-/// Ends a token's fast-path use when its timer ends: at `use_until`, on abort, or when the
-/// runtime that ran it shuts down.
+/// Ends a token's fast-path use when its timer ends (at `use_until`, or when the runtime that
+/// ran it shuts down), unless the timer was replaced meanwhile. Takes no lock: it may run
+/// wherever the runtime drops the task.
 struct Disarm {
     cache: Weak<TokenCache>,
     gen: u64,
+    timer_id: u64,
 }
 
 impl Drop for Disarm {
@@ -596,16 +612,19 @@ impl Drop for Disarm {
         let Some(cache) = self.cache.upgrade() else {
             return;
         };
+        if cache
+            .armed_timer
+            .compare_exchange(self.timer_id, 0, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return; // replaced by a newer timer, which now guards the state
+        }
         let gen = self.gen;
         let _ = cache
             .state
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
                 (s >> 1 == gen).then_some(0)
             });
-        let mut slow = cache.lock();
-        if slow.armed_gen == gen {
-            slow.armed_gen = 0;
-        }
     }
 }
 
@@ -628,7 +647,11 @@ impl Drop for AbortGuard {
 }
 
 /// How long a token is used and when its refresh starts, from its announced lifetime.
-pub(crate) fn schedule(policy: &CachePolicy, expires_in: Option<Duration>, jitter: f64) -> (Duration, Duration) {
+pub(crate) fn schedule(
+    policy: &CachePolicy,
+    expires_in: Option<Duration>,
+    jitter: f64,
+) -> (Duration, Duration) {
     let lifetime = expires_in
         .unwrap_or(policy.default_lifetime)
         .max(policy.min_lifetime);
@@ -636,7 +659,8 @@ pub(crate) fn schedule(policy: &CachePolicy, expires_in: Option<Duration>, jitte
     // is still used for 54 s.
     let margin = policy.expiry_margin.min(lifetime / 10);
     let use_for = lifetime - margin;
-    let fraction = (policy.refresh_at - policy.refresh_jitter * jitter.clamp(0.0, 1.0)).clamp(0.0, 1.0);
+    let fraction =
+        (policy.refresh_at - policy.refresh_jitter * jitter.clamp(0.0, 1.0)).clamp(0.0, 1.0);
     let refresh_in = lifetime.mul_f64(fraction).min(use_for);
     (refresh_in, use_for)
 }

@@ -169,10 +169,10 @@ pub fn parse_challenges(header: &str) -> Vec<Challenge> {
             rest = &rest[skip..];
             continue;
         }
-        let after_ws = after.trim_start_matches(|c: char| c == ' ' || c == '\t');
+        let after_ws = after.trim_start_matches([' ', '\t']);
         if let Some(value_part) = after_ws.strip_prefix('=') {
             // `name=value`: a parameter of the current challenge (or a token68 ending in '=').
-            let value_part = value_part.trim_start_matches(|c: char| c == ' ' || c == '\t');
+            let value_part = value_part.trim_start_matches([' ', '\t']);
             let (value, remaining) = if let Some(quoted) = value_part.strip_prefix('"') {
                 read_quoted(quoted)
             } else {
@@ -238,22 +238,53 @@ mod tests {
     #[test]
     fn reads_bearer_error_in_every_shape() {
         let cases: &[(&[&'static str], Option<&str>)] = &[
-            (&[r#"Bearer realm="example", error="invalid_token", error_description="expired""#], Some("invalid_token")),
-            (&[r#"Bearer error="invalid_token", realm="example""#], Some("invalid_token")),
+            (
+                &[r#"Bearer realm="example", error="invalid_token", error_description="expired""#],
+                Some("invalid_token"),
+            ),
+            (
+                &[r#"Bearer error="invalid_token", realm="example""#],
+                Some("invalid_token"),
+            ),
             (&[r#"Bearer error=invalid_token"#], Some("invalid_token")),
-            (&[r#"bearer   error = "invalid_token""#], Some("invalid_token")),
-            (&[r#"Basic realm="x", Bearer error="invalid_token""#], Some("invalid_token")),
-            (&[r#"Basic realm="x""#, r#"Bearer error="insufficient_scope", scope="a b""#], Some("insufficient_scope")),
-            (&[r#"Bearer realm="a, b", error="invalid_token""#], Some("invalid_token")),
-            (&[r#"Bearer realm="say \"hi\"", error="invalid_token""#], Some("invalid_token")),
-            (&[r#"Basic dGVzdA==, Bearer error="invalid_token""#], Some("invalid_token")),
+            (
+                &[r#"bearer   error = "invalid_token""#],
+                Some("invalid_token"),
+            ),
+            (
+                &[r#"Basic realm="x", Bearer error="invalid_token""#],
+                Some("invalid_token"),
+            ),
+            (
+                &[
+                    r#"Basic realm="x""#,
+                    r#"Bearer error="insufficient_scope", scope="a b""#,
+                ],
+                Some("insufficient_scope"),
+            ),
+            (
+                &[r#"Bearer realm="a, b", error="invalid_token""#],
+                Some("invalid_token"),
+            ),
+            (
+                &[r#"Bearer realm="say \"hi\"", error="invalid_token""#],
+                Some("invalid_token"),
+            ),
+            (
+                &[r#"Basic dGVzdA==, Bearer error="invalid_token""#],
+                Some("invalid_token"),
+            ),
             (&[r#"Bearer realm="api""#], None),
             (&[r#"Basic error="invalid_token""#], None),
             (&[r#"Bearer error="unterminated"#], Some("unterminated")),
             (&[""], None),
         ];
         for (values, expected) in cases {
-            assert_eq!(bearer_error(&headers(values)).as_deref(), *expected, "{values:?}");
+            assert_eq!(
+                bearer_error(&headers(values)).as_deref(),
+                *expected,
+                "{values:?}"
+            );
         }
     }
 
@@ -263,21 +294,70 @@ mod tests {
         let none = HeaderMap::new();
         let cases: Vec<(StatusCode, HeaderMap, Option<&[u8]>, Rejection)> = vec![
             (StatusCode::OK, none.clone(), None, Rejection::NotRejected),
-            (StatusCode::INTERNAL_SERVER_ERROR, none.clone(), None, Rejection::NotRejected),
-            (un, headers(&[r#"Bearer error="invalid_token""#]), None, Rejection::InvalidToken),
-            (un, none.clone(), Some(br#"{"error":"invalid_token"}"#), Rejection::InvalidToken),
-            (un, none.clone(), Some(br#"{"error":"missing_bearer_token"}"#), Rejection::Other("missing_bearer_token".into())),
-            (un, none.clone(), Some(br#"{"message":"Unauthorized"}"#), Rejection::NoErrorCode),
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                none.clone(),
+                None,
+                Rejection::NotRejected,
+            ),
+            (
+                un,
+                headers(&[r#"Bearer error="invalid_token""#]),
+                None,
+                Rejection::InvalidToken,
+            ),
+            (
+                un,
+                none.clone(),
+                Some(br#"{"error":"invalid_token"}"#),
+                Rejection::InvalidToken,
+            ),
+            (
+                un,
+                none.clone(),
+                Some(br#"{"error":"missing_bearer_token"}"#),
+                Rejection::Other("missing_bearer_token".into()),
+            ),
+            (
+                un,
+                none.clone(),
+                Some(br#"{"message":"Unauthorized"}"#),
+                Rejection::NoErrorCode,
+            ),
             (un, none.clone(), Some(b"not json"), Rejection::NoErrorCode),
-            (un, none.clone(), Some(br#"{"error":42}"#), Rejection::NoErrorCode),
+            (
+                un,
+                none.clone(),
+                Some(br#"{"error":42}"#),
+                Rejection::NoErrorCode,
+            ),
             (un, none.clone(), None, Rejection::NoErrorCode),
-            (StatusCode::FORBIDDEN, none.clone(), Some(br#"{"error":"insufficient_scope"}"#), Rejection::Other("forbidden".into())),
-            (StatusCode::FORBIDDEN, headers(&[r#"Bearer error="insufficient_scope""#]), None, Rejection::Other("insufficient_scope".into())),
+            (
+                StatusCode::FORBIDDEN,
+                none.clone(),
+                Some(br#"{"error":"insufficient_scope"}"#),
+                Rejection::Other("forbidden".into()),
+            ),
+            (
+                StatusCode::FORBIDDEN,
+                headers(&[r#"Bearer error="insufficient_scope""#]),
+                None,
+                Rejection::Other("insufficient_scope".into()),
+            ),
             // The header wins over the body.
-            (un, headers(&[r#"Bearer error="invalid_request""#]), Some(br#"{"error":"invalid_token"}"#), Rejection::Other("invalid_request".into())),
+            (
+                un,
+                headers(&[r#"Bearer error="invalid_request""#]),
+                Some(br#"{"error":"invalid_token"}"#),
+                Rejection::Other("invalid_request".into()),
+            ),
         ];
         for (status, headers, body, expected) in cases {
-            assert_eq!(classify(status, &headers, body), expected, "{status} {headers:?} {body:?}");
+            assert_eq!(
+                classify(status, &headers, body),
+                expected,
+                "{status} {headers:?} {body:?}"
+            );
         }
     }
 

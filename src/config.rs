@@ -8,7 +8,9 @@ use http::HeaderValue;
 use url::Url;
 
 use crate::credentials::{ApiPolicy, ClientCredentials, Origin};
-use crate::endpoint::{ClientAuth, TokenEndpoint, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_REQUEST_TIMEOUT};
+use crate::endpoint::{
+    ClientAuth, TokenEndpoint, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_REQUEST_TIMEOUT,
+};
 use crate::policy::{CachePolicy, RetryPolicy};
 use crate::source::{Scopes, TokenSource};
 use crate::{AuthMethod, ClientSecret, ConfigError};
@@ -239,14 +241,22 @@ impl ClientCredentialsBuilder {
     /// Start refreshing a token in the background at this fraction of its lifetime (default
     /// 0.75, clamped to `0..=1`). Requests keep using the current token meanwhile.
     pub fn refresh_at(mut self, fraction: f64) -> Self {
-        self.policy.refresh_at = if fraction.is_finite() { fraction.clamp(0.0, 1.0) } else { crate::policy::DEFAULT_REFRESH_AT };
+        self.policy.refresh_at = if fraction.is_finite() {
+            fraction.clamp(0.0, 1.0)
+        } else {
+            crate::policy::DEFAULT_REFRESH_AT
+        };
         self
     }
 
     /// Up to this fraction of the lifetime is taken off the refresh point at random (default
     /// 0.05; 0 disables the jitter).
     pub fn refresh_jitter(mut self, fraction: f64) -> Self {
-        self.policy.refresh_jitter = if fraction.is_finite() { fraction.clamp(0.0, 1.0) } else { 0.0 };
+        self.policy.refresh_jitter = if fraction.is_finite() {
+            fraction.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
         self
     }
 
@@ -328,7 +338,8 @@ impl ClientCredentialsBuilder {
         let scopes = Scopes::try_new(&self.scopes)?;
         let tenant = match &self.tenant_id {
             Some(t) => {
-                let mut value = HeaderValue::from_str(t).map_err(|_| ConfigError::InvalidTenantId)?;
+                let mut value =
+                    HeaderValue::from_str(t).map_err(|_| ConfigError::InvalidTenantId)?;
                 if t.is_empty() {
                     return Err(ConfigError::InvalidTenantId);
                 }
@@ -346,7 +357,9 @@ impl ClientCredentialsBuilder {
             None => None,
         };
         if !(self.policy.refresh_at.is_finite()) {
-            return Err(ConfigError::OutOfRange("refresh_at must be a finite fraction"));
+            return Err(ConfigError::OutOfRange(
+                "refresh_at must be a finite fraction",
+            ));
         }
         let (source, host, label): (Arc<dyn TokenSource>, Arc<str>, Option<String>) =
             match self.source.clone() {
@@ -375,8 +388,12 @@ impl ClientCredentialsBuilder {
     }
 
     fn endpoint(&self) -> Result<TokenEndpoint, ConfigError> {
-        let raw = self.token_url.as_deref().ok_or(ConfigError::MissingTokenUrl)?;
-        let url = Url::parse(raw.trim()).map_err(|e| ConfigError::InvalidTokenUrl(e.to_string()))?;
+        let raw = self
+            .token_url
+            .as_deref()
+            .ok_or(ConfigError::MissingTokenUrl)?;
+        let url =
+            Url::parse(raw.trim()).map_err(|e| ConfigError::InvalidTokenUrl(e.to_string()))?;
         check_token_url(&url, self.allow_insecure_http)?;
         let client_id = self
             .client_id
@@ -404,7 +421,8 @@ impl ClientCredentialsBuilder {
             url,
             auth,
             self.params.clone(),
-            self.max_response_bytes.unwrap_or(DEFAULT_MAX_RESPONSE_BYTES),
+            self.max_response_bytes
+                .unwrap_or(DEFAULT_MAX_RESPONSE_BYTES),
             self.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT),
         )
     }
@@ -469,28 +487,49 @@ mod tests {
             assert!(build(base(url)).is_ok(), "{url}");
         }
         let bad: &[(&str, fn(&ConfigError) -> bool)] = &[
-            ("http://auth.example.com/token", |e| matches!(e, ConfigError::InsecureTokenUrl(_))),
-            ("http://10.0.0.1/token", |e| matches!(e, ConfigError::InsecureTokenUrl(_))),
-            ("http://localhost.evil.com/token", |e| matches!(e, ConfigError::InsecureTokenUrl(_))),
-            ("ftp://auth.example.com/token", |e| matches!(e, ConfigError::InvalidTokenUrl(_))),
-            ("not a url", |e| matches!(e, ConfigError::InvalidTokenUrl(_))),
-            ("https://user:pw@auth.example.com/token", |e| matches!(e, ConfigError::InvalidTokenUrl(_))),
+            ("http://auth.example.com/token", |e| {
+                matches!(e, ConfigError::InsecureTokenUrl(_))
+            }),
+            ("http://10.0.0.1/token", |e| {
+                matches!(e, ConfigError::InsecureTokenUrl(_))
+            }),
+            ("http://localhost.evil.com/token", |e| {
+                matches!(e, ConfigError::InsecureTokenUrl(_))
+            }),
+            ("ftp://auth.example.com/token", |e| {
+                matches!(e, ConfigError::InvalidTokenUrl(_))
+            }),
+            ("not a url", |e| {
+                matches!(e, ConfigError::InvalidTokenUrl(_))
+            }),
+            ("https://user:pw@auth.example.com/token", |e| {
+                matches!(e, ConfigError::InvalidTokenUrl(_))
+            }),
         ];
         for (url, check) in bad {
             let err = build(base(url)).unwrap_err();
             assert!(check(&err), "{url}: {err:?}");
             assert!(!err.to_string().contains("pw"), "{err}");
         }
-        assert!(build(base("http://auth.example.com/token").danger_allow_insecure_http(true)).is_ok());
+        assert!(
+            build(base("http://auth.example.com/token").danger_allow_insecure_http(true)).is_ok()
+        );
     }
 
     #[test]
     fn required_fields_and_values() {
-        let missing_url = ClientCredentials::builder().client_id("id").client_secret("s");
-        assert_eq!(build(missing_url).unwrap_err(), ConfigError::MissingTokenUrl);
+        let missing_url = ClientCredentials::builder()
+            .client_id("id")
+            .client_secret("s");
+        assert_eq!(
+            build(missing_url).unwrap_err(),
+            ConfigError::MissingTokenUrl
+        );
         let empty_id = base("https://a.example/t").client_id("");
         assert_eq!(build(empty_id).unwrap_err(), ConfigError::MissingClientId);
-        let no_secret = ClientCredentials::builder().token_url("https://a.example/t").client_id("id");
+        let no_secret = ClientCredentials::builder()
+            .token_url("https://a.example/t")
+            .client_id("id");
         assert_eq!(
             build(no_secret).unwrap_err(),
             ConfigError::MissingClientSecret("client_secret_basic")
@@ -530,22 +569,32 @@ mod tests {
                 .find(|(n, _)| *n == name)
                 .map(|(_, v)| (*v).to_owned()))
         };
-        let b = ClientCredentialsBuilder::new().env_lookup("P_", lookup).unwrap();
+        let b = ClientCredentialsBuilder::new()
+            .env_lookup("P_", lookup)
+            .unwrap();
         assert_eq!(b.token_url.as_deref(), Some("https://auth.example/token"));
         assert_eq!(b.client_id.as_deref(), Some("the-id"));
-        assert_eq!(b.client_secret.as_ref().map(|s| s.expose_secret()), Some("the-secret"));
+        assert_eq!(
+            b.client_secret.as_ref().map(|s| s.expose_secret()),
+            Some("the-secret")
+        );
         assert_eq!(b.scopes, ["a", "b"]);
         assert_eq!(b.auth_method, Some(AuthMethod::ClientSecretPost));
         assert_eq!(b.tenant_id.as_deref(), Some("acme"));
         assert_eq!(
             b.params,
-            [("audience".to_owned(), "https://api".to_owned()), ("resource".to_owned(), "https://res".to_owned())]
+            [
+                ("audience".to_owned(), "https://api".to_owned()),
+                ("resource".to_owned(), "https://res".to_owned())
+            ]
         );
         assert!(!format!("{b:?}").contains("the-secret"));
         assert!(b.build().is_ok());
 
         let bad = ClientCredentialsBuilder::new()
-            .env_lookup("P_", |n| Ok((n == "P_AUTH_METHOD").then(|| "private_key_jwt".to_owned())))
+            .env_lookup("P_", |n| {
+                Ok((n == "P_AUTH_METHOD").then(|| "private_key_jwt".to_owned()))
+            })
             .unwrap_err();
         assert!(matches!(bad, ConfigError::InvalidEnv { ref name, .. } if name == "P_AUTH_METHOD"));
     }

@@ -60,7 +60,10 @@ pub(crate) struct ApiPolicy {
 impl fmt::Debug for ClientCredentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientCredentials")
-            .field("endpoint", &self.inner.label.as_deref().unwrap_or("custom source"))
+            .field(
+                "endpoint",
+                &self.inner.label.as_deref().unwrap_or("custom source"),
+            )
             .field("scopes", &self.inner.default.scopes)
             .field("tenant_id", &self.inner.api.tenant)
             .field("cache", &self.inner.default)
@@ -125,6 +128,21 @@ impl ClientCredentials {
         self.inner.default.access_token().await
     }
 
+    /// The `Authorization` header value (`Bearer <token>`, marked sensitive) of the cached
+    /// token, if it is usable now: the lookup the adapters make on every request. No lock, no
+    /// await, no allocation, no clock read. Starts a background refresh when one is due.
+    /// `None` means the caller should await [`authorization`](Self::authorization).
+    #[inline]
+    pub fn cached_authorization(&self) -> Option<HeaderValue> {
+        self.inner.default.cached_header()
+    }
+
+    /// The `Authorization` header value for the configured scopes: a cache hit, or the result
+    /// of the one fetch in flight.
+    pub async fn authorization(&self) -> Result<HeaderValue, Error> {
+        self.inner.default.header().await
+    }
+
     /// Like [`access_token`](Self::access_token) for another scope set, which gets a cache of
     /// its own (see [`ClientCredentialsBuilder::max_scope_sets`]).
     pub async fn access_token_for(&self, scopes: &Scopes) -> Result<AccessToken, Error> {
@@ -160,7 +178,7 @@ impl ClientCredentials {
                     let runtime = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()
-                        .map_err(|e| Error::source(e))?;
+                        .map_err(Error::source)?;
                     runtime.block_on(this.access_token())
                 })
                 .join()
@@ -188,13 +206,20 @@ impl ClientCredentials {
     /// The cache for a request: the default one, or the one of the scopes it asks for.
     pub(crate) fn cache_for(&self, scopes: Option<&Scopes>) -> Arc<TokenCache> {
         match scopes {
-            Some(s) if *s != self.inner.default.scopes => self.inner.scoped.get(s, &self.inner.counters),
+            Some(s) if *s != self.inner.default.scopes => {
+                self.inner.scoped.get(s, &self.inner.counters)
+            }
             _ => Arc::clone(&self.inner.default),
         }
     }
 
     /// Whether requests to this URI get a token (the allowed-origins rule).
-    pub(crate) fn applies_to(&self, scheme: Option<&str>, host: Option<&str>, port: Option<u16>) -> bool {
+    pub(crate) fn applies_to(
+        &self,
+        scheme: Option<&str>,
+        host: Option<&str>,
+        port: Option<u16>,
+    ) -> bool {
         match &self.inner.api.allowed_origins {
             None => true,
             Some(list) => {
@@ -267,7 +292,11 @@ impl Origin {
         Self::from_parts(Some(url.scheme()), url.host_str(), url.port())
     }
 
-    pub(crate) fn from_parts(scheme: Option<&str>, host: Option<&str>, port: Option<u16>) -> Option<Self> {
+    pub(crate) fn from_parts(
+        scheme: Option<&str>,
+        host: Option<&str>,
+        port: Option<u16>,
+    ) -> Option<Self> {
         let scheme = scheme?.to_ascii_lowercase();
         let port = match (port, scheme.as_str()) {
             (Some(p), _) => p,
@@ -275,7 +304,10 @@ impl Origin {
             (None, "http") => 80,
             _ => return None,
         };
-        let host = host?.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        let host = host?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
         if host.is_empty() {
             return None;
         }

@@ -281,7 +281,10 @@ pub(crate) fn endpoint_label(url: &Url) -> String {
 }
 
 /// Parses `Retry-After` (RFC 9110 §10.2.3): delay-seconds or an HTTP-date.
-pub(crate) fn parse_retry_after(value: &HeaderValue, now: std::time::SystemTime) -> Option<Duration> {
+pub(crate) fn parse_retry_after(
+    value: &HeaderValue,
+    now: std::time::SystemTime,
+) -> Option<Duration> {
     let text = value.to_str().ok()?.trim();
     if let Ok(seconds) = text.parse::<u64>() {
         return Some(Duration::from_secs(seconds));
@@ -427,15 +430,39 @@ mod tests {
     #[test]
     fn expires_in_shapes() {
         let cases: &[(&str, Option<Duration>)] = &[
-            (r#"{"access_token":"a","token_type":"Bearer","expires_in":3600}"#, Some(Duration::from_secs(3600))),
-            (r#"{"access_token":"a","token_type":"Bearer","expires_in":"3600"}"#, Some(Duration::from_secs(3600))),
-            (r#"{"access_token":"a","token_type":"Bearer","expires_in":" 60 "}"#, Some(Duration::from_secs(60))),
-            (r#"{"access_token":"a","token_type":"Bearer","expires_in":1.5}"#, Some(Duration::from_millis(1500))),
+            (
+                r#"{"access_token":"a","token_type":"Bearer","expires_in":3600}"#,
+                Some(Duration::from_secs(3600)),
+            ),
+            (
+                r#"{"access_token":"a","token_type":"Bearer","expires_in":"3600"}"#,
+                Some(Duration::from_secs(3600)),
+            ),
+            (
+                r#"{"access_token":"a","token_type":"Bearer","expires_in":" 60 "}"#,
+                Some(Duration::from_secs(60)),
+            ),
+            (
+                r#"{"access_token":"a","token_type":"Bearer","expires_in":1.5}"#,
+                Some(Duration::from_millis(1500)),
+            ),
             (r#"{"access_token":"a","token_type":"Bearer"}"#, None),
-            (r#"{"access_token":"a","token_type":"Bearer","expires_in":null}"#, None),
-            (r#"{"access_token":"a","token_type":"Bearer","expires_in":0}"#, Some(Duration::ZERO)),
-            (r#"{"access_token":"a","token_type":"Bearer","expires_in":-5}"#, Some(Duration::ZERO)),
-            (r#"{"access_token":"a","token_type":"Bearer","expires_in":1e300}"#, Some(Duration::from_secs(315_360_000))),
+            (
+                r#"{"access_token":"a","token_type":"Bearer","expires_in":null}"#,
+                None,
+            ),
+            (
+                r#"{"access_token":"a","token_type":"Bearer","expires_in":0}"#,
+                Some(Duration::ZERO),
+            ),
+            (
+                r#"{"access_token":"a","token_type":"Bearer","expires_in":-5}"#,
+                Some(Duration::ZERO),
+            ),
+            (
+                r#"{"access_token":"a","token_type":"Bearer","expires_in":1e300}"#,
+                Some(Duration::from_secs(315_360_000)),
+            ),
         ];
         for (body, expected) in cases {
             let token = parse_token_response(EP, StatusCode::OK, None, body.as_bytes()).unwrap();
@@ -449,14 +476,38 @@ mod tests {
             ("", InvalidResponse::NotJson),
             ("<html>", InvalidResponse::NotJson),
             ("[1,2]", InvalidResponse::NotJson),
-            (r#"{"token_type":"Bearer"}"#, InvalidResponse::MissingAccessToken),
-            (r#"{"access_token":7,"token_type":"Bearer"}"#, InvalidResponse::MissingAccessToken),
-            (r#"{"access_token":"a","token_type":"mac"}"#, InvalidResponse::UnsupportedTokenType("mac".into())),
-            (r#"{"access_token":"a","token_type":5}"#, InvalidResponse::UnsupportedTokenType("5".into())),
-            (r#"{"access_token":"a\r\nx","token_type":"Bearer"}"#, InvalidResponse::TokenNotHeaderSafe),
-            (r#"{"access_token":"","token_type":"Bearer"}"#, InvalidResponse::TokenNotHeaderSafe),
-            (r#"{"access_token":"a","token_type":"Bearer","expires_in":"soon"}"#, InvalidResponse::InvalidExpiresIn),
-            (r#"{"access_token":"a","token_type":"Bearer","expires_in":[1]}"#, InvalidResponse::InvalidExpiresIn),
+            (
+                r#"{"token_type":"Bearer"}"#,
+                InvalidResponse::MissingAccessToken,
+            ),
+            (
+                r#"{"access_token":7,"token_type":"Bearer"}"#,
+                InvalidResponse::MissingAccessToken,
+            ),
+            (
+                r#"{"access_token":"a","token_type":"mac"}"#,
+                InvalidResponse::UnsupportedTokenType("mac".into()),
+            ),
+            (
+                r#"{"access_token":"a","token_type":5}"#,
+                InvalidResponse::UnsupportedTokenType("5".into()),
+            ),
+            (
+                r#"{"access_token":"a\r\nx","token_type":"Bearer"}"#,
+                InvalidResponse::TokenNotHeaderSafe,
+            ),
+            (
+                r#"{"access_token":"","token_type":"Bearer"}"#,
+                InvalidResponse::TokenNotHeaderSafe,
+            ),
+            (
+                r#"{"access_token":"a","token_type":"Bearer","expires_in":"soon"}"#,
+                InvalidResponse::InvalidExpiresIn,
+            ),
+            (
+                r#"{"access_token":"a","token_type":"Bearer","expires_in":[1]}"#,
+                InvalidResponse::InvalidExpiresIn,
+            ),
         ];
         for (body, kind) in cases {
             match parse_token_response(EP, StatusCode::OK, None, body.as_bytes()) {
@@ -468,9 +519,21 @@ mod tests {
 
     #[test]
     fn error_answers() {
-        let err = parse_token_response(EP, StatusCode::BAD_REQUEST, None, br#"{"error":"invalid_scope","error_description":"bad","error_uri":"https://x"}"#).unwrap_err();
+        let err = parse_token_response(
+            EP,
+            StatusCode::BAD_REQUEST,
+            None,
+            br#"{"error":"invalid_scope","error_description":"bad","error_uri":"https://x"}"#,
+        )
+        .unwrap_err();
         match err {
-            Error::OAuth { code, description, uri, status, .. } => {
+            Error::OAuth {
+                code,
+                description,
+                uri,
+                status,
+                ..
+            } => {
                 assert_eq!(code, OAuthErrorCode::InvalidScope);
                 assert_eq!(description.as_deref(), Some("bad"));
                 assert_eq!(uri.as_deref(), Some("https://x"));
@@ -478,11 +541,30 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let err = parse_token_response(EP, StatusCode::SERVICE_UNAVAILABLE, Some(Duration::from_secs(3)), br#"{"error":"temporarily_unavailable"}"#).unwrap_err();
-        assert!(matches!(err, Error::Status { status: StatusCode::SERVICE_UNAVAILABLE, retry_after: Some(_), .. }));
+        let err = parse_token_response(
+            EP,
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some(Duration::from_secs(3)),
+            br#"{"error":"temporarily_unavailable"}"#,
+        )
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            Error::Status {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                retry_after: Some(_),
+                ..
+            }
+        ));
         assert!(err.is_transient());
         let err = parse_token_response(EP, StatusCode::BAD_REQUEST, None, b"nope").unwrap_err();
-        assert!(matches!(err, Error::Status { status: StatusCode::BAD_REQUEST, .. }));
+        assert!(matches!(
+            err,
+            Error::Status {
+                status: StatusCode::BAD_REQUEST,
+                ..
+            }
+        ));
         assert!(!err.is_transient());
     }
 
@@ -490,11 +572,23 @@ mod tests {
     fn retry_after_forms() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let date = httpdate::fmt_http_date(now + Duration::from_secs(30));
-        assert_eq!(parse_retry_after(&HeaderValue::from_static("7"), now), Some(Duration::from_secs(7)));
-        assert_eq!(parse_retry_after(&HeaderValue::from_str(&date).unwrap(), now), Some(Duration::from_secs(30)));
+        assert_eq!(
+            parse_retry_after(&HeaderValue::from_static("7"), now),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            parse_retry_after(&HeaderValue::from_str(&date).unwrap(), now),
+            Some(Duration::from_secs(30))
+        );
         let past = httpdate::fmt_http_date(now - Duration::from_secs(30));
-        assert_eq!(parse_retry_after(&HeaderValue::from_str(&past).unwrap(), now), Some(Duration::ZERO));
-        assert_eq!(parse_retry_after(&HeaderValue::from_static("soon"), now), None);
+        assert_eq!(
+            parse_retry_after(&HeaderValue::from_str(&past).unwrap(), now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            parse_retry_after(&HeaderValue::from_static("soon"), now),
+            None
+        );
     }
 
     #[test]
@@ -503,10 +597,17 @@ mod tests {
         let value = basic_header("id:1 x", &secret, true);
         assert!(value.is_sensitive());
         let encoded = value.to_str().unwrap().strip_prefix("Basic ").unwrap();
-        let decoded = base64::engine::general_purpose::STANDARD.decode(encoded).unwrap();
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .unwrap();
         assert_eq!(decoded, b"id%3A1+x:p%40ss%3Aw%2Frd%2B%25");
         let raw = basic_header("id", &secret, false);
         let encoded = raw.to_str().unwrap().strip_prefix("Basic ").unwrap();
-        assert_eq!(base64::engine::general_purpose::STANDARD.decode(encoded).unwrap(), b"id:p@ss:w/rd+%");
+        assert_eq!(
+            base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .unwrap(),
+            b"id:p@ss:w/rd+%"
+        );
     }
 }

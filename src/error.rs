@@ -96,7 +96,11 @@ impl fmt::Display for InvalidResponse {
             Self::UnsupportedTokenType(t) => {
                 // The type is server text; keep it short so a hostile server cannot flood logs.
                 let shown: String = t.chars().take(32).collect();
-                write!(f, "unsupported token_type `{}` (expected Bearer)", shown.escape_debug())
+                write!(
+                    f,
+                    "unsupported token_type `{}` (expected Bearer)",
+                    shown.escape_debug()
+                )
             }
             Self::BodyTooLarge { limit } => write!(f, "the body is larger than {limit} bytes"),
             Self::TokenNotHeaderSafe => {
@@ -140,7 +144,9 @@ pub enum Error {
     },
     /// The token endpoint answered with a redirect, which is never followed: it would carry
     /// the client credentials to another URL.
-    #[error("token endpoint {endpoint} answered with a redirect (HTTP {status}), which is not followed")]
+    #[error(
+        "token endpoint {endpoint} answered with a redirect (HTTP {status}), which is not followed"
+    )]
     Redirect {
         /// The token endpoint (without query).
         endpoint: String,
@@ -194,7 +200,10 @@ pub enum Error {
 fn describe(description: &Option<String>) -> String {
     match description {
         // Server text: bounded and escaped so it cannot forge log lines.
-        Some(d) => format!(" ({})", d.chars().take(200).collect::<String>().escape_debug()),
+        Some(d) => format!(
+            " ({})",
+            d.chars().take(200).collect::<String>().escape_debug()
+        ),
         None => String::new(),
     }
 }
@@ -228,9 +237,7 @@ impl Error {
                     || (status.is_server_error() && *status != StatusCode::NOT_IMPLEMENTED)
             }
             Self::OAuth { status, .. } => status.is_server_error(),
-            Self::Redirect { .. } | Self::InvalidResponse { .. } | Self::BackingOff { .. } => {
-                false
-            }
+            Self::Redirect { .. } | Self::InvalidResponse { .. } | Self::BackingOff { .. } => false,
         }
     }
 

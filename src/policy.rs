@@ -177,8 +177,14 @@ mod tests {
             let d = p.cooldown(n);
             assert!(d >= p.ceiling(n) / 2 && d <= p.ceiling(n), "{n}: {d:?}");
         }
-        assert_eq!(p.delay(1, Some(Duration::from_secs(7))), Duration::from_secs(7));
-        assert_eq!(p.delay(1, Some(Duration::from_secs(600))), Duration::from_secs(60));
+        assert_eq!(
+            p.delay(1, Some(Duration::from_secs(7))),
+            Duration::from_secs(7)
+        );
+        assert_eq!(
+            p.delay(1, Some(Duration::from_secs(600))),
+            Duration::from_secs(60)
+        );
     }
 
     #[test]
@@ -190,12 +196,26 @@ mod tests {
             (Some(s(3600)), 0.0, s(2700), s(3540)),
             (Some(s(3600)), 1.0, s(2520), s(3540)),
             (Some(s(60)), 0.0, s(45), s(54)),
-            (Some(s(2)), 0.0, Duration::from_millis(1500), Duration::from_millis(1800)),
+            (
+                Some(s(2)),
+                0.0,
+                Duration::from_millis(1500),
+                Duration::from_millis(1800),
+            ),
             (None, 0.0, s(225), s(270)),
-            (Some(s(0)), 0.0, Duration::from_millis(750), Duration::from_millis(900)),
+            (
+                Some(s(0)),
+                0.0,
+                Duration::from_millis(750),
+                Duration::from_millis(900),
+            ),
         ];
         for &(expires_in, draw, refresh, use_for) in cases {
-            assert_eq!(schedule(&p, expires_in, draw), (refresh, use_for), "{expires_in:?} {draw}");
+            assert_eq!(
+                schedule(&p, expires_in, draw),
+                (refresh, use_for),
+                "{expires_in:?} {draw}"
+            );
         }
     }
 }

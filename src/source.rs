@@ -130,7 +130,10 @@ impl Scopes {
     {
         let scopes = Self::new(scopes);
         for s in scopes.iter() {
-            if !s.bytes().all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b)) {
+            if !s
+                .bytes()
+                .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
+            {
                 return Err(crate::ConfigError::InvalidScope(s.to_owned()));
             }
         }

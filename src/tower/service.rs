@@ -166,7 +166,9 @@ where
     };
     drop(response);
     plan.apply(replay.headers_mut(), new);
-    poll_fn(|cx| inner.poll_ready(cx)).await.map_err(Into::into)?;
+    poll_fn(|cx| inner.poll_ready(cx))
+        .await
+        .map_err(Into::into)?;
     let response = inner.call(replay).await.map_err(Into::into)?;
     Ok(response.map(ResponseBody::plain))
 }

@@ -26,7 +26,9 @@ async fn reqwest_middleware_fetches_once_and_retries_after_invalid_token() {
         .await;
     Mock::given(method("GET"))
         .and(header("authorization", "Bearer tok-1"))
-        .respond_with(ResponseTemplate::new(401).set_body_json(serde_json::json!({"error": "invalid_token"})))
+        .respond_with(
+            ResponseTemplate::new(401).set_body_json(serde_json::json!({"error": "invalid_token"})),
+        )
         .expect(1)
         .mount(&api)
         .await;
@@ -39,10 +41,18 @@ async fn reqwest_middleware_fetches_once_and_retries_after_invalid_token() {
 
     let credentials = builder(&auth).build().unwrap();
     let client = client(&credentials);
-    let res = client.get(format!("{}/v1/wallets", api.uri())).send().await.unwrap();
+    let res = client
+        .get(format!("{}/v1/wallets", api.uri()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.text().await.unwrap(), "ok");
-    let res = client.get(format!("{}/v1/wallets", api.uri())).send().await.unwrap();
+    let res = client
+        .get(format!("{}/v1/wallets", api.uri()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     let stats = credentials.stats();
     assert_eq!(stats.tokens_fetched, 2);
@@ -82,7 +92,10 @@ async fn refresh_ahead_in_background_under_manual_clock() {
     })
     .await;
     let seen_old = seen_old.into_inner();
-    assert!(seen_old >= 1, "the old token kept flowing while the refresh ran");
+    assert!(
+        seen_old >= 1,
+        "the old token kept flowing while the refresh ran"
+    );
     assert_eq!(credentials.stats().tokens_fetched, 2);
     assert_eq!(credentials.access_token().await.unwrap().secret(), "tok-2");
     assert_eq!(credentials.stats().refreshes_ahead, 1);

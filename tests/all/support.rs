@@ -81,7 +81,10 @@ where
         if check().await {
             return;
         }
-        assert!(std::time::Instant::now() < deadline, "condition not reached within 5 s");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "condition not reached within 5 s"
+        );
         tokio::task::yield_now().await;
         std::thread::sleep(Duration::from_millis(1));
     }
