@@ -74,6 +74,7 @@ pub(crate) struct GrpcWatch {
     pub(crate) sent: HeaderValue,
 }
 
+#[cfg_attr(not(feature = "tower"), allow(dead_code))]
 impl<B: Body> ResponseBody<B> {
     pub(crate) fn plain(body: B) -> Self {
         Self {

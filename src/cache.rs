@@ -13,6 +13,13 @@
 //! timer's drop zeroes the state too, and lookups fall back to the slow path, which reads the
 //! clock and re-arms a timer.
 //!
+//! A timer only fires while its runtime is driven. A multi-thread runtime drives its timers on
+//! its own threads; a current-thread runtime only inside `block_on`, and it polls the
+//! `block_on` future before the tasks its timers woke. So a token whose timer runs on a
+//! runtime that is not a multi-thread one carries a "check the clock" bit in the state word,
+//! and a hit on it compares the clock with the end of its usable life: a token past that
+//! point is never handed out, even by sync code that calls `block_on` once per request.
+//!
 //! Everything else (a miss, a refresh, an invalidation) takes a short `std::sync::Mutex` that
 //! is never held across an await or user code.
 
@@ -32,8 +39,13 @@ use crate::source::{Scopes, Token, TokenSource};
 use crate::stats::Counters;
 use crate::{AccessToken, Error};
 
-/// The "refresh due" bit of the state word; the generation sits above it.
+/// The "refresh due" bit of the state word; the generation sits above the flag bits.
 const DUE: u64 = 1;
+/// The "check the clock on a hit" bit of the state word: the token's timer runs on a runtime
+/// that may not be driven between lookups.
+const CLOCK: u64 = 2;
+/// Where the generation starts in the state word.
+const GEN_SHIFT: u32 = 2;
 
 /// Process-wide source of token generations and cache ids (never zero).
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -169,14 +181,18 @@ impl TokenCache {
     }
 
     /// The hot path: the header of the current token if it is usable, without lock, await,
-    /// allocation or clock read. Starts a background refresh when one is due.
+    /// allocation or (when a multi-thread runtime runs its timer) clock read. Starts a
+    /// background refresh when one is due.
     #[inline]
     pub(crate) fn cached_header(self: &Arc<Self>) -> Option<HeaderValue> {
         let state = self.state.load(Ordering::Acquire);
         if state == 0 {
             return None;
         }
-        let gen = state >> 1;
+        let gen = state >> GEN_SHIFT;
+        if state & CLOCK != 0 && self.past_use_until(gen) {
+            return None;
+        }
         let header = HIT_SLOTS
             .try_with(|slots| {
                 let mut slots = slots.try_borrow_mut().ok()?;
@@ -197,6 +213,15 @@ impl TokenCache {
             self.refresh_ahead();
         }
         Some(header)
+    }
+
+    /// For a token whose timer may not have run: whether the clock says its usable life is
+    /// over (or it is no longer the current token). The slow path then decides.
+    fn past_use_until(&self, gen: u64) -> bool {
+        match self.current.load().as_ref() {
+            Some(entry) if entry.gen == gen => Instant::now() >= entry.use_until,
+            _ => true,
+        }
     }
 
     #[cold]
@@ -491,7 +516,7 @@ impl TokenCache {
         self.current.store(Some(Arc::clone(&entry)));
         let now = Instant::now();
         let due = if now >= entry.refresh_at { DUE } else { 0 };
-        self.state.store(entry.gen << 1 | due, Ordering::Release);
+        self.state.store(entry.gen << GEN_SHIFT | clock_bit() | due, Ordering::Release);
         self.arm(slow, &entry, entry.refresh_at);
     }
 
@@ -519,12 +544,11 @@ impl TokenCache {
                     };
                     tokio::time::sleep_until(refresh_at).await;
                     if let Some(cache) = cache.upgrade() {
-                        let _ = cache.state.compare_exchange(
-                            gen << 1,
-                            gen << 1 | DUE,
-                            Ordering::AcqRel,
-                            Ordering::Acquire,
-                        );
+                        let _ = cache
+                            .state
+                            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                                (s >> GEN_SHIFT == gen).then_some(s | DUE)
+                            });
                     }
                     tokio::time::sleep_until(use_until).await;
                     // Dropping `_disarm` ends the token's use.
@@ -546,7 +570,7 @@ impl TokenCache {
     pub(crate) async fn access_token(self: &Arc<Self>) -> Result<AccessToken, Error> {
         if self.cached_header().is_some() {
             if let Some(entry) = self.current.load_full() {
-                if self.state.load(Ordering::Acquire) >> 1 == entry.gen {
+                if self.state.load(Ordering::Acquire) >> GEN_SHIFT == entry.gen {
                     return Ok(entry.token.clone());
                 }
             }
@@ -566,6 +590,14 @@ impl Drop for TokenCache {
         if let Some(timer) = slow.timer.take() {
             timer.abort();
         }
+    }
+}
+
+/// [`CLOCK`] unless the current runtime is a multi-thread one, which fires timers on time.
+fn clock_bit() -> u64 {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => 0,
+        _ => CLOCK,
     }
 }
 
@@ -623,7 +655,7 @@ impl Drop for Disarm {
         let _ = cache
             .state
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
-                (s >> 1 == gen).then_some(0)
+                (s >> GEN_SHIFT == gen).then_some(0)
             });
     }
 }

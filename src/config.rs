@@ -387,6 +387,13 @@ impl ClientCredentialsBuilder {
         ))
     }
 
+    /// Builds only the [`TokenEndpoint`] (the built-in [`TokenSource`]) from the endpoint, id,
+    /// secret, method and parameters: for a source of your own that wraps it, such as a token
+    /// store shared by a fleet in front of the endpoint.
+    pub fn build_token_endpoint(&self) -> Result<TokenEndpoint, ConfigError> {
+        self.endpoint()
+    }
+
     fn endpoint(&self) -> Result<TokenEndpoint, ConfigError> {
         let raw = self
             .token_url

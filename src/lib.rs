@@ -65,6 +65,7 @@ mod cache;
 pub mod challenge;
 mod config;
 mod credentials;
+mod discovery;
 mod endpoint;
 mod error;
 mod policy;
@@ -73,6 +74,7 @@ mod reqwest;
 mod secret;
 mod source;
 mod stats;
+mod vendor;
 #[cfg(feature = "tower")]
 pub mod tower;
 
@@ -80,6 +82,7 @@ pub use crate::auth::{RequestOptions, X_TENANT_ID};
 pub use crate::body::ResponseBody;
 pub use crate::config::{ClientCredentialsBuilder, DEFAULT_ENV_PREFIX, DEFAULT_MAX_SCOPE_SETS};
 pub use crate::credentials::ClientCredentials;
+pub use crate::discovery::{DiscoveryError, InvalidDocument};
 pub use crate::endpoint::{
     parse_token_response, AuthMethod, TokenEndpoint, DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_REQUEST_TIMEOUT,
