@@ -62,8 +62,16 @@ impl OAuthErrorCode {
 }
 
 impl fmt::Display for OAuthErrorCode {
+    /// The code; a code the server made up is cut to 64 characters and escaped, so a hostile
+    /// server cannot forge or flood log lines through it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        match self {
+            Self::Other(code) => {
+                let shown: String = code.chars().take(64).collect();
+                write!(f, "{}", shown.escape_debug())
+            }
+            known => f.write_str(known.as_str()),
+        }
     }
 }
 
@@ -288,4 +296,24 @@ pub enum ConfigError {
     /// A numeric setting is out of range.
     #[error("{0}")]
     OutOfRange(&'static str),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_text_in_messages_is_bounded_and_escaped() {
+        let e = Error::OAuth {
+            endpoint: "https://auth.example/token".into(),
+            status: StatusCode::BAD_REQUEST,
+            code: OAuthErrorCode::parse(&format!("evil\nFAKE LOG LINE{}", "x".repeat(10_000))),
+            description: Some(format!("line1\r\nline2{}", "y".repeat(10_000))),
+            uri: None,
+        };
+        let msg = e.to_string();
+        assert!(!msg.contains('\n') && !msg.contains('\r'), "{msg}");
+        assert!(msg.len() < 600, "{}", msg.len());
+        assert!(msg.contains("evil\\nFAKE"), "{msg}");
+    }
 }
