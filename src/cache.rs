@@ -4,9 +4,10 @@
 //! # How a hit stays cheap
 //!
 //! The state every request reads is one `AtomicU64`: the generation of the usable token
-//! (unique across the process) and a "refresh due" bit, or zero when there is no usable token.
+//! (unique across the process) and two flag bits, or zero when there is no usable token.
 //! A hit loads it, finds the token's header value in a small per-thread slot tagged with that
-//! generation, and clones it: no lock, no await, no allocation, no clock read. The clock is read
+//! generation, and clones it: no lock, no await, no allocation, and (on a multi-thread runtime,
+//! see below) no clock read. The clock is read
 //! by a timer task per token instead: it sets the "refresh due" bit at the refresh point and
 //! zeroes the state at the end of the token's usable life, so a token past that point is never
 //! handed out, even when the refresh itself has stalled. If the timer's runtime goes away, the
@@ -295,6 +296,11 @@ impl TokenCache {
 
     #[cold]
     fn refresh_ahead(self: &Arc<Self>) {
+        // Outside a runtime no fetch can start: leave the "refresh due" bit to a caller inside
+        // one, rather than clear it and lose the refresh until the token expires.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
         let state = self.state.load(Ordering::Acquire);
         if state & DUE == 0
             || self
@@ -516,7 +522,10 @@ impl TokenCache {
         self.current.store(Some(Arc::clone(&entry)));
         let now = Instant::now();
         let due = if now >= entry.refresh_at { DUE } else { 0 };
-        self.state.store(entry.gen << GEN_SHIFT | clock_bit() | due, Ordering::Release);
+        self.state.store(
+            entry.gen << GEN_SHIFT | clock_bit() | due,
+            Ordering::Release,
+        );
         self.arm(slow, &entry, entry.refresh_at);
     }
 
@@ -544,11 +553,12 @@ impl TokenCache {
                     };
                     tokio::time::sleep_until(refresh_at).await;
                     if let Some(cache) = cache.upgrade() {
-                        let _ = cache
-                            .state
-                            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
-                                (s >> GEN_SHIFT == gen).then_some(s | DUE)
-                            });
+                        let _ =
+                            cache
+                                .state
+                                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                                    (s >> GEN_SHIFT == gen).then_some(s | DUE)
+                                });
                     }
                     tokio::time::sleep_until(use_until).await;
                     // Dropping `_disarm` ends the token's use.
@@ -593,7 +603,7 @@ impl Drop for TokenCache {
     }
 }
 
-/// [`CLOCK`] unless the current runtime is a multi-thread one, which fires timers on time.
+/// `CLOCK` unless the current runtime is a multi-thread one, which fires timers on time.
 fn clock_bit() -> u64 {
     match tokio::runtime::Handle::try_current() {
         Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => 0,

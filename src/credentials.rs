@@ -130,7 +130,9 @@ impl ClientCredentials {
 
     /// The `Authorization` header value (`Bearer <token>`, marked sensitive) of the cached
     /// token, if it is usable now: the lookup the adapters make on every request. No lock, no
-    /// await, no allocation, no clock read. Starts a background refresh when one is due.
+    /// await, no allocation, and no clock read when the token was fetched on a multi-thread
+    /// runtime (on a current-thread one, which may not be driven between calls, a hit compares
+    /// the clock with the token's expiry). Starts a background refresh when one is due.
     /// `None` means the caller should await [`authorization`](Self::authorization).
     #[inline]
     pub fn cached_authorization(&self) -> Option<HeaderValue> {

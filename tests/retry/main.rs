@@ -1,0 +1,12 @@
+//! Integration tests for the token cache and the 401 rule (issue 2), through both adapters.
+//! Every test talks HTTP to `wiremock` servers on loopback; time-dependent tests use tokio's
+//! paused clock.
+
+#[path = "../all/support.rs"]
+mod support;
+
+mod cache;
+mod cases;
+mod reqwest401;
+#[cfg(feature = "tower")]
+mod tower401;
