@@ -1,5 +1,9 @@
 //! What both adapters do with a request: whether it gets a token, which one, the headers, and
 //! the 401 rule. The adapters only move requests and responses.
+#![cfg_attr(
+    not(any(feature = "reqwest-middleware", feature = "tower")),
+    allow(dead_code)
+)]
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -5,6 +5,10 @@
 //! then goes to the caller, those frames are played back first and the rest of the original
 //! body follows, so the caller sees exactly the bytes the server sent (and the server's read
 //! error, if there was one).
+#![cfg_attr(
+    not(any(feature = "reqwest-middleware", feature = "tower")),
+    allow(dead_code)
+)]
 
 use std::collections::VecDeque;
 use std::fmt;

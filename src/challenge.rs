@@ -170,7 +170,13 @@ pub fn parse_challenges(header: &str) -> Vec<Challenge> {
             continue;
         }
         let after_ws = after.trim_start_matches([' ', '\t']);
-        if let Some(value_part) = after_ws.strip_prefix('=') {
+        if let Some(len) = token68_len(word, after, out.last()) {
+            // `Basic dGVzdA==`: the challenge's token68, kept whole under an empty name.
+            if let Some(current) = out.last_mut() {
+                current.params.push((String::new(), rest[..len].to_owned()));
+            }
+            rest = &rest[len..];
+        } else if let Some(value_part) = after_ws.strip_prefix('=') {
             // `name=value`: a parameter of the current challenge (or a token68 ending in '=').
             let value_part = value_part.trim_start_matches([' ', '\t']);
             let (value, remaining) = if let Some(quoted) = value_part.strip_prefix('"') {
@@ -193,6 +199,22 @@ pub fn parse_challenges(header: &str) -> Vec<Challenge> {
             rest = after;
         }
     }
+}
+
+/// The length of a token68 (RFC 9110 §11.2: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" /
+/// "/" ) *"="`) made of `word` and the `=` padding that follows it, when it is one: right after
+/// a scheme that has no parameter yet, padded (`==`), or with nothing but a `,` or the end
+/// after its `=` (a parameter always has a value).
+fn token68_len(word: &str, after: &str, current: Option<&Challenge>) -> Option<usize> {
+    if !current.is_some_and(|c| c.params.is_empty()) || !after.starts_with('=') {
+        return None;
+    }
+    if word.contains(|c: char| !(c.is_ascii_alphanumeric() || "-._~+/".contains(c))) {
+        return None;
+    }
+    let padding = after.len() - after.trim_start_matches('=').len();
+    let next = after[padding..].trim_start_matches([' ', '\t']);
+    (padding > 1 || next.is_empty() || next.starts_with(',')).then_some(word.len() + padding)
 }
 
 /// Splits a leading RFC 9110 token (tchar+, plus the token68 characters '/' and '+').

@@ -190,6 +190,13 @@ impl ClientCredentialsBuilder {
     /// RFC 6749 §2.3.1 requires (default `true`). Turn it off only for a server known not to
     /// decode them, when the id or secret contains characters that encoding changes (anything
     /// but letters, digits and `-._*`); AWS Cognito and Duende IdentityServer decode them.
+    ///
+    /// Servers known to need `false`: the legacy Spring Security OAuth 2 authorization server
+    /// (`spring-security-oauth2`, end of life), which Base64-decodes the header without the
+    /// form-decoding step, and in-house servers built the same way (the symptom is
+    /// `invalid_client` only for secrets with `+`, `/`, `=`, `%` or `~`). Spring Authorization
+    /// Server, Gluu oxAuth and pyop decode as the RFC says. With such a server,
+    /// [`AuthMethod::ClientSecretPost`] avoids the question altogether.
     pub fn form_encode_basic_credentials(mut self, encode: bool) -> Self {
         self.form_encode_basic = Some(encode);
         self
@@ -493,7 +500,8 @@ mod tests {
         for url in ok {
             assert!(build(base(url)).is_ok(), "{url}");
         }
-        let bad: &[(&str, fn(&ConfigError) -> bool)] = &[
+        type Check = fn(&ConfigError) -> bool;
+        let bad: &[(&str, Check)] = &[
             ("http://auth.example.com/token", |e| {
                 matches!(e, ConfigError::InsecureTokenUrl(_))
             }),

@@ -214,9 +214,11 @@ fn parse_issuer(issuer: &str, allow_insecure_http: bool) -> Result<Url, Discover
         issuer: shown,
         reason,
     };
-    let url = Url::parse(issuer.trim()).map_err(|e| invalid(issuer_shown(issuer), e.to_string()))?;
+    let url =
+        Url::parse(issuer.trim()).map_err(|e| invalid(issuer_shown(issuer), e.to_string()))?;
     let shown = endpoint_label(&url);
-    check_token_url(&url, allow_insecure_http).map_err(|e| invalid(shown.clone(), e.to_string()))?;
+    check_token_url(&url, allow_insecure_http)
+        .map_err(|e| invalid(shown.clone(), e.to_string()))?;
     if url.query().is_some() || url.fragment().is_some() {
         return Err(invalid(
             shown,
@@ -397,7 +399,9 @@ impl ClientCredentialsBuilder {
         let fetcher = Fetcher {
             client,
             timeout,
-            limit: self.max_response_bytes.unwrap_or(DEFAULT_MAX_RESPONSE_BYTES),
+            limit: self
+                .max_response_bytes
+                .unwrap_or(DEFAULT_MAX_RESPONSE_BYTES),
         };
         let mut tried = Vec::new();
         for url in metadata_urls(&issuer) {
@@ -406,12 +410,13 @@ impl ClientCredentialsBuilder {
             match fetcher.fetch(&url).await? {
                 Fetched::ClientError(status) => tried.push((shown, status)),
                 Fetched::Document(body) => {
-                    let (token_url, method) = self.read_document(&issuer, &body).map_err(|kind| {
-                        DiscoveryError::InvalidDocument {
-                            url: shown.clone(),
-                            kind,
-                        }
-                    })?;
+                    let (token_url, method) =
+                        self.read_document(&issuer, &body).map_err(|kind| {
+                            DiscoveryError::InvalidDocument {
+                                url: shown.clone(),
+                                kind,
+                            }
+                        })?;
                     tracing::debug!(
                         url = %shown,
                         token_endpoint = %endpoint_label(&token_url),
@@ -428,8 +433,13 @@ impl ClientCredentialsBuilder {
     }
 
     /// The token URL and the authentication method a document gives this builder.
-    fn read_document(&self, issuer: &Url, body: &[u8]) -> Result<(Url, AuthMethod), InvalidDocument> {
-        let metadata: Metadata = serde_json::from_slice(body).map_err(|_| InvalidDocument::NotJson)?;
+    fn read_document(
+        &self,
+        issuer: &Url,
+        body: &[u8],
+    ) -> Result<(Url, AuthMethod), InvalidDocument> {
+        let metadata: Metadata =
+            serde_json::from_slice(body).map_err(|_| InvalidDocument::NotJson)?;
         if let Some(found) = &metadata.issuer {
             if !same_issuer(issuer, found) {
                 return Err(InvalidDocument::IssuerMismatch {
@@ -446,12 +456,16 @@ impl ClientCredentialsBuilder {
         })?;
         check_token_url(&token_url, self.allow_insecure_http)
             .map_err(InvalidDocument::InvalidTokenEndpoint)?;
-        let method = match (self.auth_method, metadata.token_endpoint_auth_methods_supported) {
+        let method = match (
+            self.auth_method,
+            metadata.token_endpoint_auth_methods_supported,
+        ) {
             (Some(chosen), _) => chosen,
-            (None, offered) => choose_auth_method(offered.as_deref())
-                .ok_or_else(|| InvalidDocument::NoSupportedAuthMethod {
+            (None, offered) => choose_auth_method(offered.as_deref()).ok_or_else(|| {
+                InvalidDocument::NoSupportedAuthMethod {
                     offered: offered.unwrap_or_default(),
-                })?,
+                }
+            })?,
         };
         Ok((token_url, method))
     }
@@ -522,12 +536,19 @@ mod tests {
                 Some(list(&["private_key_jwt", "client_secret_post"])),
                 Some(AuthMethod::ClientSecretPost),
             ),
-            (Some(list(&["client_secret_basic"])), Some(AuthMethod::ClientSecretBasic)),
+            (
+                Some(list(&["client_secret_basic"])),
+                Some(AuthMethod::ClientSecretBasic),
+            ),
             (Some(list(&["private_key_jwt", "tls_client_auth"])), None),
             (Some(list(&[])), None),
         ];
         for (offered, chosen) in cases {
-            assert_eq!(choose_auth_method(offered.as_deref()), chosen, "{offered:?}");
+            assert_eq!(
+                choose_auth_method(offered.as_deref()),
+                chosen,
+                "{offered:?}"
+            );
         }
     }
 
@@ -553,7 +574,10 @@ mod tests {
         ];
         for issuer in bad {
             let err = parse_issuer(issuer, false).unwrap_err();
-            assert!(matches!(err, DiscoveryError::InvalidIssuer { .. }), "{issuer}: {err:?}");
+            assert!(
+                matches!(err, DiscoveryError::InvalidIssuer { .. }),
+                "{issuer}: {err:?}"
+            );
             assert!(!err.to_string().contains("pw"), "{err}");
         }
         assert!(parse_issuer("http://auth.example.com", true).is_ok());
@@ -564,9 +588,18 @@ mod tests {
     fn issuer_comparison_ignores_only_a_trailing_slash() {
         let issuer = Url::parse("https://auth.example.com/realms/acme").unwrap();
         assert!(same_issuer(&issuer, "https://auth.example.com/realms/acme"));
-        assert!(same_issuer(&issuer, "https://auth.example.com/realms/acme/"));
-        assert!(!same_issuer(&issuer, "https://evil.example.com/realms/acme"));
-        assert!(!same_issuer(&issuer, "https://auth.example.com/realms/other"));
+        assert!(same_issuer(
+            &issuer,
+            "https://auth.example.com/realms/acme/"
+        ));
+        assert!(!same_issuer(
+            &issuer,
+            "https://evil.example.com/realms/acme"
+        ));
+        assert!(!same_issuer(
+            &issuer,
+            "https://auth.example.com/realms/other"
+        ));
         let root = Url::parse("https://auth.example.com").unwrap();
         assert!(same_issuer(&root, "https://auth.example.com"));
     }

@@ -74,9 +74,9 @@ mod reqwest;
 mod secret;
 mod source;
 mod stats;
-mod vendor;
 #[cfg(feature = "tower")]
 pub mod tower;
+mod vendor;
 
 pub use crate::auth::{RequestOptions, X_TENANT_ID};
 pub use crate::body::ResponseBody;

@@ -198,7 +198,10 @@ fn parse_base(input: &str, what: &str) -> Result<Url, ConfigError> {
         return Err(invalid(Some(&url), "no host"));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(invalid(Some(&url), "credentials in the URL are not allowed"));
+        return Err(invalid(
+            Some(&url),
+            "credentials in the URL are not allowed",
+        ));
     }
     if url.query().is_some() || url.fragment().is_some() {
         return Err(invalid(Some(&url), "a query or fragment is not allowed"));
@@ -257,25 +260,76 @@ mod tests {
     fn cognito_prefix_and_region() {
         let b = ClientCredentialsBuilder::new;
         let ok = [
-            ("pryzma-dev-client", "us-east-1", "https://pryzma-dev-client.auth.us-east-1.amazoncognito.com/oauth2/token"),
-            ("smart-capital", "us-east-1", "https://smart-capital.auth.us-east-1.amazoncognito.com/oauth2/token"),
-            ("cps-poc-api-access", "eu-south-2", "https://cps-poc-api-access.auth.eu-south-2.amazoncognito.com/oauth2/token"),
-            ("a", "us-gov-west-1", "https://a.auth.us-gov-west-1.amazoncognito.com/oauth2/token"),
-            ("0abc9", "ap-southeast-2", "https://0abc9.auth.ap-southeast-2.amazoncognito.com/oauth2/token"),
+            (
+                "pryzma-dev-client",
+                "us-east-1",
+                "https://pryzma-dev-client.auth.us-east-1.amazoncognito.com/oauth2/token",
+            ),
+            (
+                "smart-capital",
+                "us-east-1",
+                "https://smart-capital.auth.us-east-1.amazoncognito.com/oauth2/token",
+            ),
+            (
+                "cps-poc-api-access",
+                "eu-south-2",
+                "https://cps-poc-api-access.auth.eu-south-2.amazoncognito.com/oauth2/token",
+            ),
+            (
+                "a",
+                "us-gov-west-1",
+                "https://a.auth.us-gov-west-1.amazoncognito.com/oauth2/token",
+            ),
+            (
+                "0abc9",
+                "ap-southeast-2",
+                "https://0abc9.auth.ap-southeast-2.amazoncognito.com/oauth2/token",
+            ),
         ];
         for (prefix, region, expected) in ok {
-            assert_eq!(url_of(b().aws_cognito(prefix, region)).unwrap(), expected, "{prefix} {region}");
+            assert_eq!(
+                url_of(b().aws_cognito(prefix, region)).unwrap(),
+                expected,
+                "{prefix} {region}"
+            );
         }
         let long = "a".repeat(64);
-        let bad_prefixes = ["", "My-Domain", "-lead", "trail-", "dot.ted", "evil.com/x", "sp ace", "a_b", "é", long.as_str()];
+        let bad_prefixes = [
+            "",
+            "My-Domain",
+            "-lead",
+            "trail-",
+            "dot.ted",
+            "evil.com/x",
+            "sp ace",
+            "a_b",
+            "é",
+            long.as_str(),
+        ];
         for prefix in bad_prefixes {
             let err = url_of(b().aws_cognito(prefix, "us-east-1")).unwrap_err();
-            assert!(matches!(err, ConfigError::InvalidTokenUrl(ref m) if m.contains("prefix")), "{prefix:?}: {err}");
+            assert!(
+                matches!(err, ConfigError::InvalidTokenUrl(ref m) if m.contains("prefix")),
+                "{prefix:?}: {err}"
+            );
         }
-        let bad_regions = ["", "us-east", "us-east-1a", "US-EAST-1", "us-east-1/x", "us..east-1", "east-1", "us-east-1.evil.com", "us_east_1"];
+        let bad_regions = [
+            "",
+            "us-east",
+            "us-east-1a",
+            "US-EAST-1",
+            "us-east-1/x",
+            "us..east-1",
+            "east-1",
+            "us-east-1.evil.com",
+            "us_east_1",
+        ];
         for region in bad_regions {
             let err = url_of(b().aws_cognito("my-domain", region)).unwrap_err();
-            assert!(matches!(err, ConfigError::InvalidTokenUrl(ref m) if m.contains("region")), "{region:?}: {err}");
+            assert!(
+                matches!(err, ConfigError::InvalidTokenUrl(ref m) if m.contains("region")),
+                "{region:?}: {err}"
+            );
         }
     }
 
@@ -284,15 +338,37 @@ mod tests {
         let b = ClientCredentialsBuilder::new;
         let ok = [
             ("auth.example.com", "https://auth.example.com/oauth2/token"),
-            ("https://auth.example.com", "https://auth.example.com/oauth2/token"),
-            ("https://auth.example.com/", "https://auth.example.com/oauth2/token"),
-            ("https://auth.example.com/oauth2/token", "https://auth.example.com/oauth2/token"),
-            (" https://Auth.Example.com:8443 ", "https://auth.example.com:8443/oauth2/token"),
-            ("https://my-domain.auth.us-east-1.amazoncognito.com", "https://my-domain.auth.us-east-1.amazoncognito.com/oauth2/token"),
-            ("http://127.0.0.1:9000", "http://127.0.0.1:9000/oauth2/token"),
+            (
+                "https://auth.example.com",
+                "https://auth.example.com/oauth2/token",
+            ),
+            (
+                "https://auth.example.com/",
+                "https://auth.example.com/oauth2/token",
+            ),
+            (
+                "https://auth.example.com/oauth2/token",
+                "https://auth.example.com/oauth2/token",
+            ),
+            (
+                " https://Auth.Example.com:8443 ",
+                "https://auth.example.com:8443/oauth2/token",
+            ),
+            (
+                "https://my-domain.auth.us-east-1.amazoncognito.com",
+                "https://my-domain.auth.us-east-1.amazoncognito.com/oauth2/token",
+            ),
+            (
+                "http://127.0.0.1:9000",
+                "http://127.0.0.1:9000/oauth2/token",
+            ),
         ];
         for (domain, expected) in ok {
-            assert_eq!(url_of(b().aws_cognito_domain(domain)).unwrap(), expected, "{domain}");
+            assert_eq!(
+                url_of(b().aws_cognito_domain(domain)).unwrap(),
+                expected,
+                "{domain}"
+            );
         }
         let bad = [
             "",
@@ -305,7 +381,10 @@ mod tests {
         ];
         for domain in bad {
             let err = url_of(b().aws_cognito_domain(domain)).unwrap_err();
-            assert!(matches!(err, ConfigError::InvalidTokenUrl(_)), "{domain:?}: {err}");
+            assert!(
+                matches!(err, ConfigError::InvalidTokenUrl(_)),
+                "{domain:?}: {err}"
+            );
             assert!(!err.to_string().contains("pw"), "{err}");
         }
     }
@@ -314,19 +393,49 @@ mod tests {
     fn duende_authorities() {
         let b = ClientCredentialsBuilder::new;
         let ok = [
-            ("https://prod.personifyauth.com", "https://prod.personifyauth.com/connect/token"),
-            ("https://prod.personifyauth.com/", "https://prod.personifyauth.com/connect/token"),
-            ("prod.personifyauth.com", "https://prod.personifyauth.com/connect/token"),
-            ("https://login.example.com/identity/", "https://login.example.com/identity/connect/token"),
-            ("https://login.example.com/connect/token", "https://login.example.com/connect/token"),
-            ("http://localhost:5001", "http://localhost:5001/connect/token"),
+            (
+                "https://prod.personifyauth.com",
+                "https://prod.personifyauth.com/connect/token",
+            ),
+            (
+                "https://prod.personifyauth.com/",
+                "https://prod.personifyauth.com/connect/token",
+            ),
+            (
+                "prod.personifyauth.com",
+                "https://prod.personifyauth.com/connect/token",
+            ),
+            (
+                "https://login.example.com/identity/",
+                "https://login.example.com/identity/connect/token",
+            ),
+            (
+                "https://login.example.com/connect/token",
+                "https://login.example.com/connect/token",
+            ),
+            (
+                "http://localhost:5001",
+                "http://localhost:5001/connect/token",
+            ),
         ];
         for (authority, expected) in ok {
-            assert_eq!(url_of(b().duende(authority)).unwrap(), expected, "{authority}");
+            assert_eq!(
+                url_of(b().duende(authority)).unwrap(),
+                expected,
+                "{authority}"
+            );
         }
-        for authority in ["", "https://login.example.com/?acr=x", "https://u:pw@login.example.com", "mailto:x@y"] {
+        for authority in [
+            "",
+            "https://login.example.com/?acr=x",
+            "https://u:pw@login.example.com",
+            "mailto:x@y",
+        ] {
             let err = url_of(b().duende(authority)).unwrap_err();
-            assert!(matches!(err, ConfigError::InvalidTokenUrl(_)), "{authority:?}: {err}");
+            assert!(
+                matches!(err, ConfigError::InvalidTokenUrl(_)),
+                "{authority:?}: {err}"
+            );
             assert!(!err.to_string().contains("pw"), "{err}");
         }
     }
@@ -334,10 +443,25 @@ mod tests {
     #[test]
     fn recipes_build_with_the_usual_rules() {
         let creds = |b: ClientCredentialsBuilder| b.client_id("id").client_secret("s").build();
-        assert!(creds(ClientCredentialsBuilder::new().aws_cognito("my-domain", "us-east-1").unwrap()).is_ok());
-        assert!(creds(ClientCredentialsBuilder::new().duende("https://login.example.com").unwrap()).is_ok());
+        assert!(creds(
+            ClientCredentialsBuilder::new()
+                .aws_cognito("my-domain", "us-east-1")
+                .unwrap()
+        )
+        .is_ok());
+        assert!(creds(
+            ClientCredentialsBuilder::new()
+                .duende("https://login.example.com")
+                .unwrap()
+        )
+        .is_ok());
         // Plain HTTP on a public host passes the recipe's shape check but not `build`.
-        let insecure = ClientCredentialsBuilder::new().duende("http://login.example.com").unwrap();
-        assert!(matches!(creds(insecure).unwrap_err(), ConfigError::InsecureTokenUrl(_)));
+        let insecure = ClientCredentialsBuilder::new()
+            .duende("http://login.example.com")
+            .unwrap();
+        assert!(matches!(
+            creds(insecure).unwrap_err(),
+            ConfigError::InsecureTokenUrl(_)
+        ));
     }
 }

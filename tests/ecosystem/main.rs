@@ -1,0 +1,16 @@
+//! Ecosystem tests: discovery, vendor recipes, per-request control through both adapters,
+//! tonic, the blocking entry point and `stats()`. One binary, one module per area; every test
+//! talks HTTP (or gRPC) to servers on loopback.
+
+#[path = "../all/support.rs"]
+mod support;
+
+mod basic_encoding;
+mod blocking;
+mod discovery;
+#[cfg(feature = "tower")]
+mod grpc;
+#[cfg(feature = "tower")]
+mod per_request;
+mod stats;
+mod vendors;
