@@ -132,9 +132,17 @@ impl Plan {
         }
     }
 
-    /// Whether this rejection is one a new token may fix.
-    pub(crate) fn warrants_new_token(&self, rejection: &Rejection) -> bool {
-        rejection.warrants_new_token(self.retry_bare_401)
+    /// The token to send the rejected request again with, if this rejection is one a new
+    /// token may fix and a new token can be had.
+    pub(crate) async fn token_for_retry(
+        &self,
+        rejection: &Rejection,
+        sent: &HeaderValue,
+    ) -> Option<HeaderValue> {
+        if !rejection.warrants_new_token(self.retry_bare_401) {
+            return None;
+        }
+        self.replacement(sent).await
     }
 
     /// For a 401 that will not be retried (the body cannot be replayed, or the caller said no
@@ -153,7 +161,7 @@ impl Plan {
 
     /// After the API rejected `sent`: drops it (if still current) and returns the new token to
     /// retry with, or `None` when there is none to be had (the caller then gets the 401).
-    pub(crate) async fn replacement(&self, sent: &HeaderValue) -> Option<HeaderValue> {
+    async fn replacement(&self, sent: &HeaderValue) -> Option<HeaderValue> {
         if !self.cache.invalidate(sent) {
             return None;
         }
@@ -180,4 +188,20 @@ impl Plan {
             }
         }
     }
+}
+
+/// Classifies a 401 whose headers did not settle it by reading up to
+/// [`MAX_INSPECTED_BODY`](crate::challenge::MAX_INSPECTED_BODY) bytes of its body, and returns a
+/// body that plays back what was read, then the rest.
+pub(crate) async fn classify_by_body<B>(
+    parts: &http::response::Parts,
+    body: B,
+) -> (Rejection, crate::body::ResponseBody<B>)
+where
+    B: http_body::Body,
+    B::Data: Into<bytes::Bytes>,
+{
+    let (data, body) = crate::body::read_prefix(body, crate::challenge::MAX_INSPECTED_BODY).await;
+    let rejection = crate::challenge::classify(parts.status, &parts.headers, data.as_deref());
+    (rejection, body)
 }

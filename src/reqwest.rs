@@ -4,9 +4,8 @@ use http::{Extensions, StatusCode};
 use reqwest::ResponseBuilderExt as _;
 use reqwest_middleware::{Middleware, Next};
 
-use crate::auth::RequestOptions;
-use crate::body::read_prefix;
-use crate::challenge::{classify, classify_headers, Rejection, MAX_INSPECTED_BODY};
+use crate::auth::{classify_by_body, RequestOptions};
+use crate::challenge::{classify_headers, Rejection};
 use crate::ClientCredentials;
 
 /// A [`reqwest_middleware::Middleware`] that puts a token on every request and retries once
@@ -100,10 +99,7 @@ impl Middleware for ClientCredentialsMiddleware {
             return Ok(response);
         };
         let (rejection, response) = inspect(response).await;
-        if !plan.warrants_new_token(&rejection) {
-            return Ok(response);
-        }
-        let Some(new) = plan.replacement(&sent).await else {
+        let Some(new) = plan.token_for_retry(&rejection, &sent).await else {
             return Ok(response);
         };
         drop(response);
@@ -120,8 +116,7 @@ async fn inspect(response: reqwest::Response) -> (Rejection, reqwest::Response) 
     }
     let url = response.url().clone();
     let (mut parts, body) = http::Response::<reqwest::Body>::from(response).into_parts();
-    let (data, replay) = read_prefix(body, MAX_INSPECTED_BODY).await;
-    let rejection = classify(parts.status, &parts.headers, data.as_deref());
+    let (rejection, replay) = classify_by_body(&parts, body).await;
     // `reqwest::Response::from` takes the URL from the extensions, where only
     // `ResponseBuilderExt::url` can put it.
     if let Ok(carrier) = http::Response::builder().url(url).body(()) {

@@ -9,9 +9,9 @@ use tower_service::Service;
 
 use super::replay::{CloneBody, ReplayPolicy};
 use super::{ClientCredentialsLayer, ResponseFuture};
-use crate::auth::RequestOptions;
-use crate::body::{is_grpc_unauthenticated, read_prefix, GrpcWatch, ResponseBody};
-use crate::challenge::{classify, classify_headers, MAX_INSPECTED_BODY};
+use crate::auth::{classify_by_body, RequestOptions};
+use crate::body::{is_grpc_unauthenticated, GrpcWatch, ResponseBody};
+use crate::challenge::classify_headers;
 use crate::error::BoxError;
 use crate::ClientCredentials;
 
@@ -153,15 +153,11 @@ where
         Some(rejection) => (rejection, response.map(ResponseBody::plain)),
         None => {
             let (parts, body) = response.into_parts();
-            let (data, body) = read_prefix(body, MAX_INSPECTED_BODY).await;
-            let rejection = classify(parts.status, &parts.headers, data.as_deref());
+            let (rejection, body) = classify_by_body(&parts, body).await;
             (rejection, Response::from_parts(parts, body))
         }
     };
-    if !plan.warrants_new_token(&rejection) {
-        return Ok(response);
-    }
-    let Some(new) = plan.replacement(&sent).await else {
+    let Some(new) = plan.token_for_retry(&rejection, &sent).await else {
         return Ok(response);
     };
     drop(response);
