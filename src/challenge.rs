@@ -177,7 +177,7 @@ pub fn parse_challenges(header: &str) -> Vec<Challenge> {
             }
             rest = &rest[len..];
         } else if let Some(value_part) = after_ws.strip_prefix('=') {
-            // `name=value`: a parameter of the current challenge (or a token68 ending in '=').
+            // `name=value`: a parameter of the current challenge.
             let value_part = value_part.trim_start_matches([' ', '\t']);
             let (value, remaining) = if let Some(quoted) = value_part.strip_prefix('"') {
                 read_quoted(quoted)
