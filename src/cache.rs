@@ -120,6 +120,8 @@ struct Slot {
     cache: u64,
     gen: u64,
     header: Option<HeaderValue>,
+    /// The token's usable life, for hits that must read the clock (`CLOCK`).
+    use_until: Option<Instant>,
     hits: u64,
     counters: Option<Arc<Counters>>,
 }
@@ -129,10 +131,13 @@ impl Slot {
         cache: 0,
         gen: 0,
         header: None,
+        use_until: None,
         hits: 0,
         counters: None,
     };
 
+    #[cold]
+    #[inline(never)]
     fn flush(&mut self) {
         if self.hits > 0 {
             if let Some(c) = &self.counters {
@@ -181,71 +186,73 @@ impl TokenCache {
         self.slow.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The hot path: the header of the current token if it is usable, without lock, await,
-    /// allocation or (when a multi-thread runtime runs its timer) clock read. Starts a
-    /// background refresh when one is due.
+    /// The hot path: the header of the current token if it is usable, without lock, await or
+    /// allocation. Starts a background refresh when one is due.
+    ///
+    /// The common case (a token, no refresh due, this thread's slot already holds it) is kept
+    /// to one atomic load, one thread-local access and the header clone; everything else is in
+    /// [`cached_header_cold`](Self::cached_header_cold).
     #[inline]
     pub(crate) fn cached_header(self: &Arc<Self>) -> Option<HeaderValue> {
         let state = self.state.load(Ordering::Acquire);
+        if state != 0 && state & DUE == 0 {
+            let id = self.id;
+            let gen = state >> GEN_SHIFT;
+            let hit = HIT_SLOTS.try_with(|slots| {
+                let mut slots = slots.try_borrow_mut().ok()?;
+                let slot = &mut slots[(id % SLOTS as u64) as usize];
+                if slot.cache != id || slot.gen != gen {
+                    return None;
+                }
+                if state & CLOCK != 0 && slot.use_until.is_none_or(|t| Instant::now() >= t) {
+                    return None;
+                }
+                slot.hits += 1;
+                if slot.hits >= HIT_BATCH {
+                    slot.flush();
+                }
+                slot.header.clone()
+            });
+            if let Ok(Some(header)) = hit {
+                return Some(header);
+            }
+        }
+        self.cached_header_cold(state)
+    }
+
+    /// Everything but the common hit: no token, a refresh due, a slot to fill, a clock check
+    /// that failed, or no thread-local storage (thread teardown).
+    #[cold]
+    #[inline(never)]
+    fn cached_header_cold(self: &Arc<Self>, state: u64) -> Option<HeaderValue> {
         if state == 0 {
             return None;
         }
         let gen = state >> GEN_SHIFT;
-        if state & CLOCK != 0 && self.past_use_until(gen) {
-            return None;
+        let entry = self.current.load_full().filter(|e| e.gen == gen)?;
+        if state & CLOCK != 0 && Instant::now() >= entry.use_until {
+            return None; // the slow path reads the clock again and decides
         }
-        let header = HIT_SLOTS
-            .try_with(|slots| {
-                let mut slots = slots.try_borrow_mut().ok()?;
+        let _ = HIT_SLOTS.try_with(|slots| {
+            if let Ok(mut slots) = slots.try_borrow_mut() {
                 let slot = &mut slots[(self.id % SLOTS as u64) as usize];
-                if slot.cache == self.id && slot.gen == gen {
-                    slot.hits += 1;
-                    if slot.hits >= HIT_BATCH {
-                        slot.flush();
+                if slot.cache != self.id || slot.gen != gen {
+                    slot.flush();
+                    if slot.cache != self.id {
+                        slot.counters = Some(Arc::clone(&self.counters));
                     }
-                    return slot.header.clone();
+                    slot.cache = self.id;
+                    slot.gen = gen;
+                    slot.header = Some(entry.header.clone());
+                    slot.use_until = Some(entry.use_until);
                 }
-                self.fill_slot(slot, gen)
-            })
-            .ok()
-            .flatten()
-            .or_else(|| self.header_of_gen(gen))?;
+                slot.hits += 1;
+            }
+        });
         if state & DUE != 0 {
             self.refresh_ahead();
         }
-        Some(header)
-    }
-
-    /// For a token whose timer may not have run: whether the clock says its usable life is
-    /// over (or it is no longer the current token). The slow path then decides.
-    fn past_use_until(&self, gen: u64) -> bool {
-        match self.current.load().as_ref() {
-            Some(entry) if entry.gen == gen => Instant::now() >= entry.use_until,
-            _ => true,
-        }
-    }
-
-    #[cold]
-    fn fill_slot(&self, slot: &mut Slot, gen: u64) -> Option<HeaderValue> {
-        let header = self.header_of_gen(gen)?;
-        slot.flush();
-        if slot.cache != self.id {
-            slot.counters = Some(Arc::clone(&self.counters));
-        }
-        slot.cache = self.id;
-        slot.gen = gen;
-        slot.header = Some(header.clone());
-        slot.hits = 1;
-        Some(header)
-    }
-
-    #[cold]
-    fn header_of_gen(&self, gen: u64) -> Option<HeaderValue> {
-        let current = self.current.load();
-        match current.as_ref() {
-            Some(entry) if entry.gen == gen => Some(entry.header.clone()),
-            _ => None,
-        }
+        Some(entry.header.clone())
     }
 
     /// A usable token, fetching one (once, however many callers ask) if needed.
