@@ -11,7 +11,9 @@ use tokio::task::JoinSet;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::cases::{authorization, bearer, EchoAuthorization, API_PATH, TOKEN_PATH};
+use crate::cases::{
+    authorization, bearer, mount_token_sequence, EchoAuthorization, API_PATH, TOKEN_PATH,
+};
 use crate::support::*;
 
 const CONCURRENT: usize = 1000;
@@ -386,4 +388,97 @@ fn a_runtime_not_driven_between_calls_never_sends_an_expired_token() {
         auth.verify().await;
         drop((auth, api));
     });
+}
+
+/// Answers the first token request, then stalls: every later token request waits until the
+/// test ends. The stalled answer is real HTTP (a wiremock delay), so the refresh is in flight,
+/// not failed.
+async fn mount_then_stall(auth: &MockServer, first: &str, expires_in: u64) {
+    Mock::given(method("POST"))
+        .and(path(TOKEN_PATH))
+        .respond_with(ResponseTemplate::new(200).set_body_json(token_body(first, expires_in)))
+        .up_to_n_times(1)
+        .mount(auth)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(TOKEN_PATH))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(token_body("never-arrives", expires_in))
+                .set_delay(Duration::from_secs(600)),
+        )
+        .mount(auth)
+        .await;
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_stalled_refresh_never_lets_a_token_past_its_usable_life_out() {
+    let _clock = ManualClock::hold();
+    let auth = MockServer::start().await;
+    mount_then_stall(&auth, "tok-1", 3600).await;
+    let credentials = builder(&auth)
+        .refresh_jitter(0.0)
+        .request_timeout(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    assert_eq!(credentials.authorization().await.unwrap(), "Bearer tok-1");
+
+    // Past the refresh point: the refresh starts and stalls; the old token keeps flowing.
+    advance_to(start, Duration::from_secs(2701)).await;
+    assert_eq!(credentials.cached_authorization().unwrap(), "Bearer tok-1");
+    eventually(|| async { token_requests(&auth).await == 2 }).await;
+    advance_to(start, Duration::from_secs(3539)).await;
+    assert_eq!(credentials.cached_authorization().unwrap(), "Bearer tok-1");
+    assert_eq!(credentials.cached_access_token().unwrap().secret(), "tok-1");
+
+    // Past the usable life (3600 s - 60 s), with the refresh still hanging: the hot path and
+    // the direct accessors no longer hand out tok-1, and a caller waits for the stalled fetch
+    // instead of getting the old token.
+    advance_to(start, Duration::from_secs(3541)).await;
+    assert_eq!(credentials.cached_authorization(), None);
+    assert!(credentials.cached_access_token().is_none());
+    let waiter = tokio::spawn({
+        let credentials = credentials.clone();
+        async move { credentials.authorization().await }
+    });
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(
+        !waiter.is_finished(),
+        "no token may be handed out while the refresh stalls"
+    );
+    waiter.abort();
+    assert_eq!(
+        token_requests(&auth).await,
+        2,
+        "the stalled fetch is still the only one"
+    );
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_lookup_outside_the_runtime_leaves_the_due_refresh_to_one_inside_it() {
+    let _clock = ManualClock::hold();
+    let auth = MockServer::start().await;
+    mount_token_sequence(&auth, &["tok-1", "tok-2"]).await;
+    let credentials = builder(&auth).refresh_jitter(0.0).build().unwrap();
+    let start = tokio::time::Instant::now();
+    assert_eq!(credentials.authorization().await.unwrap(), "Bearer tok-1");
+    advance_to(start, Duration::from_secs(2701)).await;
+
+    // A thread with no runtime sees the refresh is due but cannot start it: it still gets the
+    // current token and must not swallow the refresh.
+    let outside = credentials.clone();
+    let seen = std::thread::spawn(move || outside.cached_authorization())
+        .join()
+        .unwrap();
+    assert_eq!(seen.unwrap(), "Bearer tok-1");
+    assert_eq!(credentials.stats().refreshes_ahead, 0);
+
+    // The next lookup inside the runtime starts it.
+    assert_eq!(credentials.authorization().await.unwrap(), "Bearer tok-1");
+    assert_eq!(credentials.stats().refreshes_ahead, 1);
+    eventually(|| async { credentials.authorization().await.unwrap() == "Bearer tok-2" }).await;
 }
