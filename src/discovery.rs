@@ -27,14 +27,16 @@
 use std::fmt;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use http::header::ACCEPT;
 use http::StatusCode;
 use serde::Deserialize;
 use url::Url;
 
 use crate::config::check_token_url;
-use crate::endpoint::{endpoint_label, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_REQUEST_TIMEOUT};
+use crate::endpoint::{
+    endpoint_label, no_redirect_client, read_limited, ReadError, DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_REQUEST_TIMEOUT,
+};
 use crate::{AuthMethod, ClientCredentialsBuilder, ConfigError};
 
 /// The OpenID Connect Discovery 1.0 well-known suffix.
@@ -305,24 +307,16 @@ impl Fetcher {
                 status,
             });
         }
-        let too_large = || DiscoveryError::InvalidDocument {
-            url: shown.to_owned(),
-            kind: InvalidDocument::TooLarge { limit: self.limit },
-        };
-        if response
-            .content_length()
-            .is_some_and(|len| len > self.limit as u64)
-        {
-            return Err(too_large());
-        }
-        let mut body = BytesMut::new();
-        while let Some(chunk) = response.chunk().await.map_err(transport)? {
-            if body.len() + chunk.len() > self.limit {
-                return Err(too_large());
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(Fetched::Document(body.freeze()))
+        let body = read_limited(&mut response, self.limit)
+            .await
+            .map_err(|e| match e {
+                ReadError::TooLarge => DiscoveryError::InvalidDocument {
+                    url: shown.to_owned(),
+                    kind: InvalidDocument::TooLarge { limit: self.limit },
+                },
+                ReadError::Transport(e) => transport(e),
+            })?;
+        Ok(Fetched::Document(body))
     }
 }
 
@@ -388,14 +382,11 @@ impl ClientCredentialsBuilder {
     pub async fn discover(mut self, issuer: &str) -> Result<Self, DiscoveryError> {
         let issuer = parse_issuer(issuer, self.allow_insecure_http)?;
         let timeout = self.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT);
-        let client = reqwest::Client::builder()
-            // Same rule as the token request: a redirect is never followed.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| DiscoveryError::Transport {
-                url: endpoint_label(&issuer),
-                source: e.without_url(),
-            })?;
+        // Same rule as the token request: a redirect is never followed.
+        let client = no_redirect_client().map_err(|e| DiscoveryError::Transport {
+            url: endpoint_label(&issuer),
+            source: e.without_url(),
+        })?;
         let fetcher = Fetcher {
             client,
             timeout,

@@ -128,10 +128,7 @@ impl TokenEndpoint {
         max_response_bytes: usize,
         timeout: Duration,
     ) -> Result<Self, crate::ConfigError> {
-        let client = reqwest::Client::builder()
-            // A redirect would send the client credentials to another URL.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
+        let client = no_redirect_client()
             .map_err(|e| crate::ConfigError::InvalidTokenUrl(e.without_url().to_string()))?;
         Ok(Self {
             client,
@@ -207,24 +204,13 @@ impl TokenEndpoint {
 
     async fn read_body(&self, response: &mut reqwest::Response) -> Result<Bytes, Error> {
         let limit = self.max_response_bytes;
-        let too_large = || Error::InvalidResponse {
-            endpoint: self.label.clone(),
-            kind: InvalidResponse::BodyTooLarge { limit },
-        };
-        if response
-            .content_length()
-            .is_some_and(|len| len > limit as u64)
-        {
-            return Err(too_large());
-        }
-        let mut body = BytesMut::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| self.transport(e))? {
-            if body.len() + chunk.len() > limit {
-                return Err(too_large());
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body.freeze())
+        read_limited(response, limit).await.map_err(|e| match e {
+            ReadError::TooLarge => Error::InvalidResponse {
+                endpoint: self.label.clone(),
+                kind: InvalidResponse::BodyTooLarge { limit },
+            },
+            ReadError::Transport(e) => self.transport(e),
+        })
     }
 
     fn transport(&self, e: reqwest::Error) -> Error {
@@ -247,6 +233,42 @@ impl TokenSource for TokenEndpoint {
             }
         })
     }
+}
+
+/// The client for requests that carry or lead to credentials (the token request, discovery):
+/// a redirect is never followed, since it would send them to another URL.
+pub(crate) fn no_redirect_client() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+}
+
+/// Why a bounded read stopped.
+pub(crate) enum ReadError {
+    TooLarge,
+    Transport(reqwest::Error),
+}
+
+/// Reads a response body of at most `limit` bytes: a larger `Content-Length` is refused before
+/// reading, and a body streamed without one is cut at the limit, so memory stays bounded.
+pub(crate) async fn read_limited(
+    response: &mut reqwest::Response,
+    limit: usize,
+) -> Result<Bytes, ReadError> {
+    if response
+        .content_length()
+        .is_some_and(|len| len > limit as u64)
+    {
+        return Err(ReadError::TooLarge);
+    }
+    let mut body = BytesMut::new();
+    while let Some(chunk) = response.chunk().await.map_err(ReadError::Transport)? {
+        if body.len() + chunk.len() > limit {
+            return Err(ReadError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }
 
 /// `Basic base64(urlencode(id) ":" urlencode(secret))`, marked sensitive.
