@@ -295,4 +295,59 @@ mod tests {
         let err = replay.frame().await.unwrap().unwrap_err();
         assert_eq!(err.to_string(), "reset");
     }
+
+    /// A token source handing out `tok-1`, `tok-2`, ...
+    struct Counting(std::sync::atomic::AtomicUsize);
+
+    impl crate::TokenSource for Counting {
+        fn fetch_token<'a>(
+            &'a self,
+            _scopes: &'a crate::Scopes,
+        ) -> crate::BoxFuture<'a, Result<crate::Token, crate::Error>> {
+            let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            Box::pin(async move {
+                Ok(crate::Token::new(
+                    crate::AccessToken::new(format!("tok-{n}")),
+                    Some(std::time::Duration::from_secs(3600)),
+                ))
+            })
+        }
+    }
+
+    /// gRPC sends `grpc-status` in trailers after the messages: UNAUTHENTICATED there drops the
+    /// token the request carried, any other status does not.
+    #[tokio::test]
+    async fn grpc_unauthenticated_in_trailers_drops_the_token_it_rejected() {
+        let credentials = crate::ClientCredentials::builder()
+            .token_source(Counting(Default::default()))
+            .build()
+            .unwrap();
+        let cache = Arc::clone(&credentials.inner.default);
+        for (status, dropped) in [("0", false), ("7", false), ("16", true)] {
+            let sent = cache.header().await.unwrap();
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("grpc-status", HeaderValue::from_static(status));
+            let frames: Vec<Result<Frame<Bytes>, std::io::Error>> = vec![
+                Ok(Frame::data(Bytes::from_static(b"\0\0\0\0\0"))),
+                Ok(Frame::trailers(trailers)),
+            ];
+            let body = ResponseBody::grpc(
+                StreamBody::new(futures_util::stream::iter(frames)),
+                GrpcWatch {
+                    cache: Arc::clone(&cache),
+                    sent: sent.clone(),
+                },
+            );
+            let collected = body.collect().await.unwrap();
+            assert_eq!(
+                collected.trailers().and_then(|t| t.get("grpc-status")),
+                Some(&HeaderValue::from_static(status)),
+                "the trailers reach the caller"
+            );
+            let now = cache.header().await.unwrap();
+            assert_eq!(now != sent, dropped, "grpc-status {status}");
+        }
+        assert_eq!(credentials.stats().forced_refreshes, 1);
+        assert_eq!(credentials.stats().tokens_fetched, 2);
+    }
 }
