@@ -9,7 +9,7 @@ use http::StatusCode;
 use wiremock::matchers::{any, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::common::*;
+use super::common::*;
 use crate::support::{token_body, CLIENT_ID, CLIENT_SECRET};
 
 /// What the token endpoint does.

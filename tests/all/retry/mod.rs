@@ -2,9 +2,6 @@
 //! Every test talks HTTP to `wiremock` servers on loopback; time-dependent tests use tokio's
 //! paused clock.
 
-#[path = "../all/support.rs"]
-mod support;
-
 mod cache;
 mod cases;
 mod reqwest401;

@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::cases::*;
+use super::cases::*;
 use crate::support::*;
 
 fn api_url(api: &MockServer) -> String {

@@ -2,9 +2,6 @@
 //! tonic, the blocking entry point and `stats()`. One binary, one module per area; every test
 //! talks HTTP (or gRPC) to servers on loopback.
 
-#[path = "../all/support.rs"]
-mod support;
-
 mod basic_encoding;
 mod blocking;
 mod discovery;

@@ -7,7 +7,7 @@ use client_credentials::{Error, OAuthErrorCode, RetryPolicy};
 use wiremock::matchers::{any, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::common::*;
+use super::common::*;
 use crate::support::{builder, client, token_body};
 
 /// Three attempts with backoffs of a few milliseconds, so the test does not wait.

@@ -12,7 +12,7 @@ use http::{HeaderValue, StatusCode};
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::common::*;
+use super::common::*;
 use crate::support::{client, token_body};
 
 const SECRET: &str = "p@ss:w0rd+/% never-print-me";

@@ -3,7 +3,7 @@
 use client_credentials::{ClientCredentials, ConfigError};
 use wiremock::MockServer;
 
-use crate::common::token_url;
+use super::common::token_url;
 use crate::support::{mount_token, CLIENT_ID, CLIENT_SECRET};
 
 fn build(url: &str) -> Result<ClientCredentials, ConfigError> {

@@ -21,7 +21,7 @@ use tower::{Service, ServiceBuilder, ServiceExt};
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::cases::*;
+use super::cases::*;
 use crate::support::*;
 
 type Hyper = Client<HttpConnector, Full<Bytes>>;

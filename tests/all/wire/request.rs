@@ -6,7 +6,7 @@ use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
-use crate::common::*;
+use super::common::*;
 use crate::support::token_body;
 
 const AUDIENCE: &str = "https://api.example.com/";

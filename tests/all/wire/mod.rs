@@ -2,9 +2,6 @@
 //! header and secret safety. Every test talks HTTP to `wiremock` servers (or a raw listener)
 //! on 127.0.0.1.
 
-#[path = "../all/support.rs"]
-mod support;
-
 mod common;
 
 mod errors;

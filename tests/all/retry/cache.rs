@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::cases::{
+use super::cases::{
     authorization, bearer, mount_token_sequence, EchoAuthorization, API_PATH, TOKEN_PATH,
 };
 use crate::support::*;
