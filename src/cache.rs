@@ -19,7 +19,9 @@
 //! `block_on` future before the tasks its timers woke. So a token whose timer runs on a
 //! runtime that is not a multi-thread one carries a "check the clock" bit in the state word,
 //! and a hit on it compares the clock with the end of its usable life: a token past that
-//! point is never handed out, even by sync code that calls `block_on` once per request.
+//! point is never handed out, even by sync code that calls `block_on` once per request. On a
+//! multi-thread runtime the timer fires late only by the runtime's scheduling delay, which the
+//! expiry margin (60 s, or a tenth of a short lifetime) absorbs many times over.
 //!
 //! Everything else (a miss, a refresh, an invalidation) takes a short `std::sync::Mutex` that
 //! is never held across an await or user code.
