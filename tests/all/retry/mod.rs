@@ -2,8 +2,7 @@
 //! Every test talks HTTP to `wiremock` servers on loopback; time-dependent tests use tokio's
 //! paused clock.
 
+mod adapter;
 mod cache;
 mod cases;
-mod reqwest401;
-#[cfg(feature = "tower")]
-mod tower401;
+mod rule401;
