@@ -61,14 +61,13 @@ fn main() {
         let calls = common::counter();
         let asked = common::counter();
         let waited_for_callers_us = common::counter();
-        let credentials = ClientCredentials::builder()
-            .token_source(Source {
-                calls: Arc::clone(&calls),
-                asked: Arc::clone(&asked),
-                waited_for_callers_us: Arc::clone(&waited_for_callers_us),
-            })
-            .build()
-            .expect("valid configuration");
+        let credentials = ClientCredentials::from_source(Source {
+            calls: Arc::clone(&calls),
+            asked: Arc::clone(&asked),
+            waited_for_callers_us: Arc::clone(&waited_for_callers_us),
+        })
+        .build()
+        .expect("valid configuration");
 
         cold.push(runtime.block_on(serve_all(&credentials, &asked)));
         assert_eq!(calls.load(Ordering::SeqCst), 1, "exactly one token request");

@@ -286,7 +286,8 @@ fn report(group: &str, baseline: &str, others: &[&str], run_started: SystemTime)
 mod tower_pair {
     use bytes::Bytes;
     use client_credentials::tower::NoReplay;
-    use client_credentials::{ClientCredentials, ClientCredentialsService};
+    use client_credentials::tower::ClientCredentialsService;
+    use client_credentials::ClientCredentials;
     use http::header::AUTHORIZATION;
     use http::{HeaderValue, Request};
     use http_body_util::{BodyExt as _, Full};

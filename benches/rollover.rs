@@ -171,8 +171,7 @@ fn main() {
         let ours = {
             let (source, calls) = CountingSource::new(FETCH, LIFETIME);
             let fetches = Arc::clone(&source.fetches);
-            let credentials = ClientCredentials::builder()
-                .token_source(source)
+            let credentials = ClientCredentials::from_source(source)
                 .build()
                 .expect("valid configuration");
             let steps = Arc::default();

@@ -70,7 +70,7 @@ async fn main() -> Result<(), Error> {
         .token_url(format!("http://{auth_addr}/oauth2/token"))
         .client_id(client_id)
         .client_secret(client_secret)
-        .scope("wallets.read");
+        .scopes("wallets.read");
     let credentials = builder.clone().build()?;
     let http = reqwest::Client::new();
     let client = reqwest_middleware::ClientBuilder::new(http.clone())
@@ -200,7 +200,7 @@ async fn main() -> Result<(), Error> {
     let stats = credentials.stats();
     println!(
         "   first instance:  tokens fetched {}, token requests {}, forced refreshes {}, retried requests {}",
-        stats.tokens_fetched, stats.token_requests, stats.forced_refreshes, stats.retried_requests
+        stats.tokens_fetched, stats.token_requests, stats.forced_refreshes, stats.replayed_requests
     );
     let cold_stats = cold.stats();
     println!(
@@ -208,7 +208,7 @@ async fn main() -> Result<(), Error> {
         cold_stats.tokens_fetched,
         cold_stats.token_requests,
         cold_stats.forced_refreshes,
-        cold_stats.retried_requests
+        cold_stats.replayed_requests
     );
     check_eq("token requests in all", backend.token_requests(), 3)?;
     check_eq("API requests in all", backend.api_requests(), expected_api)?;
@@ -220,7 +220,7 @@ async fn main() -> Result<(), Error> {
     )?;
     check_eq(
         "first instance: retried requests",
-        stats.retried_requests,
+        stats.replayed_requests,
         1,
     )?;
     check_eq(

@@ -73,12 +73,11 @@ async fn local() -> Result<(), Box<dyn std::error::Error>> {
     let addr = start_health_server(Arc::clone(&valid)).await?;
     println!("health server on {addr} (set GRPC_ENDPOINT and OAUTH_* to call your own)");
 
-    let credentials = ClientCredentials::builder()
-        .token_source(LocalIssuer {
-            issued: AtomicUsize::new(0),
-            valid: Arc::clone(&valid),
-        })
-        .build()?;
+    let credentials = ClientCredentials::from_source(LocalIssuer {
+        issued: AtomicUsize::new(0),
+        valid: Arc::clone(&valid),
+    })
+    .build()?;
     let channel = Channel::from_shared(format!("http://{addr}"))?
         .connect()
         .await?;
@@ -129,7 +128,7 @@ impl TokenSource for LocalIssuer {
             let token = format!("demo-{n}-{:016x}", fastrand::u64(..));
             self.valid
                 .lock()
-                .map_err(|_| Error::source("token registry poisoned"))?
+                .map_err(|_| Error::from_source("token registry poisoned"))?
                 .insert(token.clone());
             Ok(Token::new(
                 AccessToken::new(token),

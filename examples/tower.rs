@@ -113,7 +113,7 @@ async fn main() -> ExitCode {
             let stats = credentials.stats();
             println!(
                 "token requests: {}, tokens fetched: {}, retried requests: {}",
-                stats.token_requests, stats.tokens_fetched, stats.retried_requests
+                stats.token_requests, stats.tokens_fetched, stats.replayed_requests
             );
             if status.is_success() {
                 ExitCode::SUCCESS

@@ -35,19 +35,19 @@ pub enum Rejection {
     /// token is expired, revoked or malformed. A new token may succeed.
     InvalidToken,
     /// 401 with no error code anywhere, as AWS API Gateway answers (`{"message":"Unauthorized"}`).
-    /// A new token may succeed; the adapters retry it unless told not to.
+    /// A new token may succeed; the adapters replay the request unless told not to.
     NoErrorCode,
     /// 401 or 403 with another code (`insufficient_scope`, `missing_bearer_token`,
-    /// `invalid_request`, ...): a new token will not help. Never retried.
+    /// `invalid_request`, ...): a new token will not help. Never replayed.
     Other(String),
 }
 
 impl Rejection {
-    /// Whether the adapters retry with a new token, given whether a bare 401 counts.
-    pub fn warrants_new_token(&self, retry_bare_401: bool) -> bool {
+    /// Whether the adapters replay with a new token, given whether a bare 401 counts.
+    pub fn warrants_new_token(&self, bare_401_rejects: bool) -> bool {
         match self {
             Self::InvalidToken => true,
-            Self::NoErrorCode => retry_bare_401,
+            Self::NoErrorCode => bare_401_rejects,
             Self::NotRejected | Self::Other(_) => false,
         }
     }
@@ -90,6 +90,15 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: Option<&[u8]>) ->
         Some(code) => Rejection::Other(code),
         None => Rejection::NoErrorCode,
     }
+}
+
+/// `grpc-status: 16` (`UNAUTHENTICATED`) in a header map: the trailers of a gRPC response, or
+/// the headers of a trailers-only one.
+#[cfg_attr(not(feature = "tower"), allow(dead_code))]
+pub(crate) fn is_grpc_unauthenticated(headers: &HeaderMap) -> bool {
+    headers
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() == b"16")
 }
 
 /// The `error` member of a JSON object body, if the body is one and has a string `error`.
@@ -384,7 +393,7 @@ mod tests {
     }
 
     #[test]
-    fn retry_rule() {
+    fn replay_rule() {
         assert!(Rejection::InvalidToken.warrants_new_token(false));
         assert!(Rejection::NoErrorCode.warrants_new_token(true));
         assert!(!Rejection::NoErrorCode.warrants_new_token(false));

@@ -1,25 +1,25 @@
 //! [`ClientCredentials`]: the shared handle the adapters and direct callers use.
 
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use http::HeaderValue;
 
-use crate::cache::TokenCache;
+use crate::cache::{Partitions, Shared};
+use crate::config::builder::Custom;
+use crate::config::url::Origin;
 use crate::config::ClientCredentialsBuilder;
-use crate::policy::CachePolicy;
-use crate::source::{Scopes, TokenSource};
-use crate::stats::{Counters, Stats};
-use crate::{AccessToken, Error};
+use crate::stats::Stats;
+use crate::{AccessToken, Error, Scopes, TenantId, TokenSource};
 
 /// OAuth 2.0 client credentials for the APIs a service calls: a token cache shared by every
 /// clone, and the adapters that put its tokens on requests.
 ///
 /// Cheap to clone (one `Arc`). Build it once with [`ClientCredentials::builder`] (or
-/// [`from_env`](Self::from_env)), then hand it to
-/// [`middleware`](Self::middleware) for `reqwest`, [`layer`](Self::layer) for `tower`, or ask
-/// it for a token directly with [`access_token`](Self::access_token).
+/// [`from_env`](Self::from_env), or [`from_source`](Self::from_source) for a token source of
+/// your own), then hand it to [`middleware`](Self::middleware) for `reqwest`,
+/// [`layer`](Self::layer) for `tower`, or ask it for a token directly with
+/// [`access_token`](Self::access_token).
 ///
 /// # Example
 ///
@@ -41,40 +41,48 @@ pub struct ClientCredentials {
     pub(crate) inner: Arc<Inner>,
 }
 
+impl AsRef<ClientCredentials> for ClientCredentials {
+    fn as_ref(&self) -> &ClientCredentials {
+        self
+    }
+}
+
 pub(crate) struct Inner {
-    pub(crate) default: Arc<TokenCache>,
-    scoped: ScopedCaches,
+    pub(crate) partitions: Partitions,
     pub(crate) api: ApiPolicy,
-    counters: Arc<Counters>,
-    label: Option<String>,
 }
 
 /// What the adapters do with API requests and answers.
 #[derive(Debug, Clone)]
 pub(crate) struct ApiPolicy {
-    pub(crate) tenant: Option<HeaderValue>,
+    pub(crate) tenant: Option<TenantId>,
     pub(crate) allowed_origins: Option<Vec<Origin>>,
-    pub(crate) retry_bare_401: bool,
+    pub(crate) bare_401_rejects: bool,
 }
 
 impl fmt::Debug for ClientCredentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let cache = &self.inner.partitions.default;
         f.debug_struct("ClientCredentials")
-            .field(
-                "endpoint",
-                &self.inner.label.as_deref().unwrap_or("custom source"),
-            )
-            .field("scopes", &self.inner.default.scopes)
+            .field("endpoint", &cache.shared.endpoint)
+            .field("scopes", &cache.scopes)
             .field("tenant_id", &self.inner.api.tenant)
-            .field("cache", &self.inner.default)
+            .field("cache", cache)
             .finish_non_exhaustive()
     }
 }
 
 impl ClientCredentials {
-    /// A builder; see [`ClientCredentialsBuilder`].
+    /// A builder for tokens from a token endpoint; see [`ClientCredentialsBuilder`].
     pub fn builder() -> ClientCredentialsBuilder {
         ClientCredentialsBuilder::new()
+    }
+
+    /// A builder for tokens from your own [`TokenSource`] (a sidecar, a vault, a store in
+    /// front of the endpoint). It has the cache and adapter settings only: the endpoint's
+    /// (URL, id, secret, method) are the source's business.
+    pub fn from_source(source: impl TokenSource) -> ClientCredentialsBuilder<Custom> {
+        ClientCredentialsBuilder::with_source(source)
     }
 
     /// Builds from the `OAUTH_*` environment variables
@@ -85,36 +93,15 @@ impl ClientCredentials {
     }
 
     pub(crate) fn new(
-        source: Arc<dyn TokenSource>,
+        shared: Shared,
         scopes: Scopes,
-        policy: Arc<CachePolicy>,
         api: ApiPolicy,
-        endpoint_host: Arc<str>,
-        label: Option<String>,
         max_scope_sets: usize,
     ) -> Self {
-        let counters = Arc::new(Counters::default());
-        let default = Arc::new(TokenCache::new(
-            Arc::clone(&source),
-            scopes,
-            Arc::clone(&policy),
-            Arc::clone(&counters),
-            Arc::clone(&endpoint_host),
-        ));
         Self {
             inner: Arc::new(Inner {
-                default,
-                scoped: ScopedCaches {
-                    caches: ArcSwap::from_pointee(Vec::new()),
-                    insert: Mutex::new(()),
-                    max: max_scope_sets,
-                    source,
-                    policy,
-                    endpoint_host,
-                },
+                partitions: Partitions::new(scopes, Arc::new(shared), max_scope_sets),
                 api,
-                counters,
-                label,
             }),
         }
     }
@@ -125,7 +112,7 @@ impl ClientCredentials {
     /// For code that is not an HTTP middleware: a websocket handshake, a gRPC metadata map, a
     /// subprocess environment. The adapters call the same cache.
     pub async fn access_token(&self) -> Result<AccessToken, Error> {
-        self.inner.default.access_token().await
+        self.access_token_in(None).await
     }
 
     /// The `Authorization` header value (`Bearer <token>`, marked sensitive) of the cached
@@ -136,25 +123,44 @@ impl ClientCredentials {
     /// `None` means the caller should await [`authorization`](Self::authorization).
     #[inline]
     pub fn cached_authorization(&self) -> Option<HeaderValue> {
-        self.inner.default.cached_header()
+        self.inner.partitions.default.cached().map(|c| c.header)
     }
 
     /// The `Authorization` header value for the configured scopes: a cache hit, or the result
     /// of the one fetch in flight.
     pub async fn authorization(&self) -> Result<HeaderValue, Error> {
-        self.inner.default.header().await
+        if let Some(header) = self.cached_authorization() {
+            return Ok(header);
+        }
+        let cache = &self.inner.partitions.default;
+        cache.entry().await.map(|e| e.header.clone())
     }
 
     /// Like [`access_token`](Self::access_token) for another scope set, which gets a cache of
     /// its own (see [`ClientCredentialsBuilder::max_scope_sets`]).
     pub async fn access_token_for(&self, scopes: &Scopes) -> Result<AccessToken, Error> {
-        self.cache_for(Some(scopes)).access_token().await
+        self.access_token_in(Some(scopes)).await
+    }
+
+    async fn access_token_in(&self, scopes: Option<&Scopes>) -> Result<AccessToken, Error> {
+        let cache = self.inner.partitions.get(scopes);
+        if let Some(entry) = cache
+            .cached()
+            .and_then(|hit| cache.current().filter(|e| e.gen == hit.gen))
+        {
+            return Ok(entry.token.clone());
+        }
+        cache.entry().await.map(|e| e.token.clone())
     }
 
     /// The cached token if it is usable now, without waiting or fetching. Never blocks; works
     /// outside any async runtime.
     pub fn cached_access_token(&self) -> Option<AccessToken> {
-        self.inner.default.try_access_token()
+        self.inner
+            .partitions
+            .default
+            .usable_now()
+            .map(|e| e.token.clone())
     }
 
     /// A usable access token, for synchronous code: the cached one, or one fetched on a
@@ -180,7 +186,7 @@ impl ClientCredentials {
                     let runtime = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()
-                        .map_err(Error::source)?;
+                        .map_err(Error::from_source)?;
                     runtime.block_on(this.access_token())
                 })
                 .join()
@@ -193,126 +199,18 @@ impl ClientCredentials {
     /// For code that saw the API reject a token outside the adapters. Returns whether a new
     /// token is coming (or already came).
     pub fn invalidate(&self, token: &AccessToken) -> bool {
-        let Ok(mut header) = HeaderValue::try_from(format!("Bearer {}", token.secret())) else {
-            return false;
-        };
-        header.set_sensitive(true);
-        self.inner.default.invalidate(&header)
+        let cache = &self.inner.partitions.default;
+        match cache.current() {
+            Some(entry) if entry.token == *token => {
+                cache.invalidate(entry.gen) == crate::cache::Invalidation::Replaced
+            }
+            // Not the current token: already replaced.
+            _ => true,
+        }
     }
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> Stats {
-        self.inner.counters.snapshot()
-    }
-
-    /// The cache for a request: the default one, or the one of the scopes it asks for.
-    pub(crate) fn cache_for(&self, scopes: Option<&Scopes>) -> Arc<TokenCache> {
-        match scopes {
-            Some(s) if *s != self.inner.default.scopes => {
-                self.inner.scoped.get(s, &self.inner.counters)
-            }
-            _ => Arc::clone(&self.inner.default),
-        }
-    }
-
-    /// Whether requests to this URI get a token (the allowed-origins rule).
-    pub(crate) fn applies_to(
-        &self,
-        scheme: Option<&str>,
-        host: Option<&str>,
-        port: Option<u16>,
-    ) -> bool {
-        match &self.inner.api.allowed_origins {
-            None => true,
-            Some(list) => {
-                let Some(origin) = Origin::from_parts(scheme, host, port) else {
-                    return false;
-                };
-                list.contains(&origin)
-            }
-        }
-    }
-}
-
-/// The caches of scope sets other than the configured one: a copy-on-write list, so a lookup
-/// takes no lock.
-struct ScopedCaches {
-    caches: ArcSwap<Vec<Arc<TokenCache>>>,
-    insert: Mutex<()>,
-    max: usize,
-    source: Arc<dyn TokenSource>,
-    policy: Arc<CachePolicy>,
-    endpoint_host: Arc<str>,
-}
-
-impl ScopedCaches {
-    fn get(&self, scopes: &Scopes, counters: &Arc<Counters>) -> Arc<TokenCache> {
-        if let Some(found) = self.caches.load().iter().find(|c| c.scopes == *scopes) {
-            return Arc::clone(found);
-        }
-        let _guard = self.insert.lock().unwrap_or_else(PoisonError::into_inner);
-        let current = self.caches.load_full();
-        if let Some(found) = current.iter().find(|c| c.scopes == *scopes) {
-            return Arc::clone(found);
-        }
-        let cache = Arc::new(TokenCache::new(
-            Arc::clone(&self.source),
-            scopes.clone(),
-            Arc::clone(&self.policy),
-            Arc::clone(counters),
-            Arc::clone(&self.endpoint_host),
-        ));
-        let mut next: Vec<Arc<TokenCache>> = current.iter().cloned().collect();
-        if self.max == 0 {
-            // No room: a cache used for this request only.
-            return cache;
-        }
-        while next.len() >= self.max {
-            let evicted = next.remove(0);
-            tracing::debug!(scopes = %evicted.scopes, "scope-set cache bound reached; dropping the oldest");
-        }
-        next.push(Arc::clone(&cache));
-        self.caches.store(Arc::new(next));
-        cache
-    }
-}
-
-/// A request origin: scheme, host and port (the scheme's default when absent).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Origin {
-    scheme: String,
-    host: String,
-    port: u16,
-}
-
-impl Origin {
-    pub(crate) fn parse(s: &str) -> Option<Self> {
-        let url = url::Url::parse(s).ok()?;
-        if !matches!(url.path(), "" | "/") || url.query().is_some() {
-            return None;
-        }
-        Self::from_parts(Some(url.scheme()), url.host_str(), url.port())
-    }
-
-    pub(crate) fn from_parts(
-        scheme: Option<&str>,
-        host: Option<&str>,
-        port: Option<u16>,
-    ) -> Option<Self> {
-        let scheme = scheme?.to_ascii_lowercase();
-        let port = match (port, scheme.as_str()) {
-            (Some(p), _) => p,
-            (None, "https") => 443,
-            (None, "http") => 80,
-            _ => return None,
-        };
-        let host = host?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_ascii_lowercase();
-        if host.is_empty() {
-            return None;
-        }
-        Some(Self { scheme, host, port })
+        self.inner.partitions.default.shared.counters.snapshot()
     }
 }

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use http::StatusCode;
 
+use crate::text::shown;
+
 /// A boxed error from a user-supplied [`TokenSource`](crate::TokenSource).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -30,7 +32,7 @@ pub enum OAuthErrorCode {
     /// `invalid_scope`: a requested scope is invalid, unknown or beyond what the client may ask.
     InvalidScope,
     /// Any other code the server sent, kept verbatim.
-    Other(String),
+    Other(Arc<str>),
 }
 
 impl OAuthErrorCode {
@@ -43,7 +45,7 @@ impl OAuthErrorCode {
             "unauthorized_client" => Self::UnauthorizedClient,
             "unsupported_grant_type" => Self::UnsupportedGrantType,
             "invalid_scope" => Self::InvalidScope,
-            other => Self::Other(other.to_owned()),
+            other => Self::Other(Arc::from(other)),
         }
     }
 
@@ -62,16 +64,10 @@ impl OAuthErrorCode {
 }
 
 impl fmt::Display for OAuthErrorCode {
-    /// The code; a code the server made up is cut to 64 characters and escaped, so a hostile
-    /// server cannot forge or flood log lines through it.
+    /// The code; a code the server made up is cut and escaped, so a hostile server cannot
+    /// forge or flood log lines through it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Other(code) => {
-                let shown: String = code.chars().take(64).collect();
-                write!(f, "{}", shown.escape_debug())
-            }
-            known => f.write_str(known.as_str()),
-        }
+        write!(f, "{}", shown(self.as_str()))
     }
 }
 
@@ -84,7 +80,7 @@ pub enum InvalidResponse {
     /// The body is JSON but has no `access_token` string.
     MissingAccessToken,
     /// `token_type` is not `Bearer` (compared without regard to case). Holds the type sent.
-    UnsupportedTokenType(String),
+    UnsupportedTokenType(Arc<str>),
     /// The body is larger than the configured limit, in bytes.
     BodyTooLarge {
         /// The limit that was exceeded.
@@ -102,13 +98,7 @@ impl fmt::Display for InvalidResponse {
             Self::NotJson => f.write_str("the body is not a JSON object"),
             Self::MissingAccessToken => f.write_str("the body has no `access_token`"),
             Self::UnsupportedTokenType(t) => {
-                // The type is server text; keep it short so a hostile server cannot flood logs.
-                let shown: String = t.chars().take(32).collect();
-                write!(
-                    f,
-                    "unsupported token_type `{}` (expected Bearer)",
-                    shown.escape_debug()
-                )
+                write!(f, "unsupported token_type `{}` (expected Bearer)", shown(t))
             }
             Self::BodyTooLarge { limit } => write!(f, "the body is larger than {limit} bytes"),
             Self::TokenNotHeaderSafe => {
@@ -121,8 +111,9 @@ impl fmt::Display for InvalidResponse {
 
 /// An error getting a token.
 ///
-/// Cheap to clone: while the token endpoint is failing and backing off, every caller gets a
-/// clone of the last error instead of a new token request.
+/// Cheap to clone (every field is a number, an `Arc` or a small enum): while the token
+/// endpoint is failing and backing off, every caller gets a clone of the last error instead of
+/// a new token request.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -130,21 +121,21 @@ pub enum Error {
     #[error("token endpoint {endpoint} refused the request: {code}{}", describe(.description))]
     OAuth {
         /// The token endpoint (without query).
-        endpoint: String,
+        endpoint: Arc<str>,
         /// The HTTP status of the answer (usually 400 or 401).
         status: StatusCode,
         /// The `error` code.
         code: OAuthErrorCode,
         /// The `error_description`, if any.
-        description: Option<String>,
+        description: Option<Arc<str>>,
         /// The `error_uri`, if any.
-        uri: Option<String>,
+        uri: Option<Arc<str>>,
     },
     /// The token endpoint answered with an HTTP status that carries no OAuth error.
     #[error("token endpoint {endpoint} answered HTTP {status}")]
     Status {
         /// The token endpoint (without query).
-        endpoint: String,
+        endpoint: Arc<str>,
         /// The HTTP status.
         status: StatusCode,
         /// The `Retry-After` delay the server asked for, if any.
@@ -157,7 +148,7 @@ pub enum Error {
     )]
     Redirect {
         /// The token endpoint (without query).
-        endpoint: String,
+        endpoint: Arc<str>,
         /// The redirect status.
         status: StatusCode,
     },
@@ -165,15 +156,18 @@ pub enum Error {
     #[error("token endpoint {endpoint} sent an unusable answer: {kind}")]
     InvalidResponse {
         /// The token endpoint (without query).
-        endpoint: String,
+        endpoint: Arc<str>,
         /// What was wrong with it.
         kind: InvalidResponse,
     },
-    /// The token request did not complete within the configured timeout.
+    /// The token request did not complete within the configured
+    /// [`request_timeout`](crate::ClientCredentialsBuilder::request_timeout), or a token source
+    /// (the built-in endpoint's retries aside, any [`TokenSource`](crate::TokenSource)) did not
+    /// produce a token within the [`load_timeout`](crate::ClientCredentialsBuilder::load_timeout).
     #[error("token endpoint {endpoint} did not answer within {timeout:?}")]
     Timeout {
         /// The token endpoint (without query).
-        endpoint: String,
+        endpoint: Arc<str>,
         /// The timeout that elapsed.
         timeout: Duration,
     },
@@ -181,7 +175,7 @@ pub enum Error {
     #[error("token endpoint {endpoint} could not be reached")]
     Transport {
         /// The token endpoint (without query).
-        endpoint: String,
+        endpoint: Arc<str>,
         /// The underlying error (its URL removed).
         #[source]
         source: Arc<reqwest::Error>,
@@ -201,24 +195,22 @@ pub enum Error {
         retry_in: Duration,
         /// The failure that started the backoff.
         #[source]
-        last: Box<Error>,
+        last: Arc<Error>,
     },
 }
 
-fn describe(description: &Option<String>) -> String {
+fn describe(description: &Option<Arc<str>>) -> String {
     match description {
         // Server text: bounded and escaped so it cannot forge log lines.
-        Some(d) => format!(
-            " ({})",
-            d.chars().take(200).collect::<String>().escape_debug()
-        ),
+        Some(d) => format!(" ({})", shown(d)),
         None => String::new(),
     }
 }
 
 impl Error {
-    /// Wraps an error from a user-supplied token source.
-    pub fn source(error: impl Into<BoxError>) -> Self {
+    /// Wraps an error from a user-supplied token source (the constructor a
+    /// [`TokenSource`](crate::TokenSource) uses to report its own failures).
+    pub fn from_source(error: impl Into<BoxError>) -> Self {
         Self::Source(Arc::new(error.into()))
     }
 
@@ -273,6 +265,16 @@ pub enum ConfigError {
     /// The client id is missing or empty.
     #[error("client id is missing or empty")]
     MissingClientId,
+    /// `aws_cognito` was given a domain prefix Cognito does not allow.
+    #[error("invalid Cognito domain prefix `{0}`: only 1 to 63 lowercase letters, digits and inner hyphens")]
+    InvalidCognitoDomainPrefix(String),
+    /// `aws_cognito` was given something that is not an AWS region name.
+    #[error("invalid AWS region `{0}`: expected a region name such as us-east-1")]
+    InvalidAwsRegion(String),
+    /// The HTTP client for the token request could not be built from the given
+    /// `reqwest::ClientBuilder` (a TLS setting it could not load, for example).
+    #[error("the HTTP client for the token request could not be built: {0}")]
+    HttpClient(String),
     /// The authentication method needs a client secret and none was configured.
     #[error("client secret is missing (required by {0})")]
     MissingClientSecret(&'static str),
@@ -293,7 +295,7 @@ pub enum ConfigError {
     /// An origin given to `allowed_origins` is not a URL with a scheme and host.
     #[error("invalid origin `{0}`")]
     InvalidOrigin(String),
-    /// A numeric setting is out of range.
+    /// A setting is out of range; the message names it and its range.
     #[error("{0}")]
     OutOfRange(&'static str),
 }
@@ -305,10 +307,10 @@ mod tests {
     #[test]
     fn server_text_in_messages_is_bounded_and_escaped() {
         let e = Error::OAuth {
-            endpoint: "https://auth.example/token".into(),
+            endpoint: Arc::from("https://auth.example/token"),
             status: StatusCode::BAD_REQUEST,
             code: OAuthErrorCode::parse(&format!("evil\nFAKE LOG LINE{}", "x".repeat(10_000))),
-            description: Some(format!("line1\r\nline2{}", "y".repeat(10_000))),
+            description: Some(Arc::from(format!("line1\r\nline2{}", "y".repeat(10_000)))),
             uri: None,
         };
         let msg = e.to_string();

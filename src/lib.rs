@@ -9,7 +9,7 @@
 //!   short-lived tokens).
 //! - **Fetched once**: however many requests find the token missing at the same moment, one
 //!   token request goes out.
-//! - **Retried once on `401 invalid_token`**: the rejected token is dropped, one new token is
+//! - **Replayed once on `401 invalid_token`**: the rejected token is dropped, one new token is
 //!   fetched (however many requests were rejected), and the request is sent again once.
 //! - **Calm under failure**: transient token endpoint failures are retried with backoff;
 //!   during an outage, callers get the error at once instead of each sending a token request.
@@ -27,7 +27,7 @@
 //!     .token_url("https://my-domain.auth.us-east-1.amazoncognito.com/oauth2/token")
 //!     .client_id(std::env::var("CLIENT_ID")?)
 //!     .client_secret(std::env::var("CLIENT_SECRET")?)
-//!     .scope("https://api.example.com/accounts.read")
+//!     .scopes("https://api.example.com/accounts.read")
 //!     .build()?;
 //!
 //! let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
@@ -45,60 +45,93 @@
 //! |---|---|---|
 //! | `reqwest-middleware` | yes | [`ClientCredentialsMiddleware`] |
 //! | `rustls` | yes | HTTPS for the token request through reqwest's rustls |
-//! | `tower` | no | [`ClientCredentialsLayer`], for hyper, tonic and any `tower` stack |
+//! | `tower` | no | [`ClientCredentialsLayer`] and the [`tower`] module, for hyper, tonic and any `tower` stack |
 //!
 //! Without `rustls`, enable a TLS feature on your own `reqwest` dependency (features unify).
 //!
 //! # Tracing
 //!
-//! Events and spans use stable field names: `endpoint_host`, `scopes`, `attempt`, `reason`
+//! Events and spans use stable field names: `endpoint`, `scopes`, `attempt`, `reason`
 //! (`demand`, `refresh_ahead`, `forced`), `expires_in`, `outcome` (`ok`, `error`), `error`,
 //! `retry_in`. Never a token or a secret.
+//!
+//! # Where things are
+//!
+//! | module | what it owns |
+//! |---|---|
+//! | `config` | the builder, environment variables, vendor recipes, discovery, the URL rules |
+//! | `client_auth` | how the client proves who it is to the token endpoint |
+//! | `endpoint` | the token request and the parsing of its answer |
+//! | `cache` | the shared token cache, a file per job (its module docs map each guarantee) |
+//! | `decide` | every per-request decision, for both adapters |
+//! | [`challenge`] | reading an API's rejection |
+//! | `reqwest`, [`tower`] | the adapters: they move requests, responses and bodies only |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
 
-mod auth;
 mod body;
 mod cache;
 pub mod challenge;
+mod client_auth;
 mod config;
 mod credentials;
-mod discovery;
+mod decide;
 mod endpoint;
 mod error;
 mod policy;
 #[cfg(feature = "reqwest-middleware")]
 mod reqwest;
+mod scopes;
 mod secret;
 mod source;
 mod stats;
+mod text;
 #[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub mod tower;
-mod vendor;
 
-pub use crate::auth::{RequestOptions, X_TENANT_ID};
-pub use crate::body::ResponseBody;
-pub use crate::config::{ClientCredentialsBuilder, DEFAULT_ENV_PREFIX, DEFAULT_MAX_SCOPE_SETS};
-pub use crate::credentials::ClientCredentials;
-pub use crate::discovery::{DiscoveryError, InvalidDocument};
-pub use crate::endpoint::{
-    parse_token_response, AuthMethod, TokenEndpoint, DEFAULT_MAX_RESPONSE_BYTES,
-    DEFAULT_REQUEST_TIMEOUT,
+pub use crate::client_auth::AuthMethod;
+pub use crate::config::discovery::{DiscoveryError, InvalidDocument};
+pub use crate::config::{
+    builder, ClientCredentialsBuilder, DEFAULT_ENV_PREFIX, DEFAULT_MAX_SCOPE_SETS,
 };
+pub use crate::credentials::ClientCredentials;
+pub use crate::decide::{RequestOptions, TenantId, X_TENANT_ID};
+pub use crate::endpoint::{TokenEndpoint, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_REQUEST_TIMEOUT};
 pub use crate::error::{BoxError, ConfigError, Error, InvalidResponse, OAuthErrorCode};
 pub use crate::policy::{
     RetryPolicy, DEFAULT_EXPIRY_MARGIN, DEFAULT_FORCED_REFRESH_INTERVAL, DEFAULT_LIFETIME,
-    DEFAULT_REFRESH_AT, DEFAULT_REFRESH_JITTER, MIN_LIFETIME,
+    DEFAULT_LOAD_TIMEOUT, DEFAULT_REFRESH_AT, DEFAULT_REFRESH_JITTER, MAX_LIFETIME, MIN_LIFETIME,
 };
 #[cfg(feature = "reqwest-middleware")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
 pub use crate::reqwest::ClientCredentialsMiddleware;
+pub use crate::scopes::Scopes;
 pub use crate::secret::{AccessToken, ClientSecret};
-pub use crate::source::{BoxFuture, Scopes, Token, TokenSource};
+pub use crate::source::{BoxFuture, Token, TokenSource};
 pub use crate::stats::Stats;
 #[cfg(feature = "tower")]
-pub use crate::tower::{ClientCredentialsLayer, ClientCredentialsService};
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+pub use crate::tower::ClientCredentialsLayer;
+
+/// Entry points for the fuzz targets in `fuzz/` (built with `--cfg fuzzing`, which cargo-fuzz
+/// sets): not part of the API.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing {
+    /// The token endpoint's answer parser.
+    pub fn parse_token_response(status: u16, body: &[u8]) -> Result<crate::Token, crate::Error> {
+        let status = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::OK);
+        crate::endpoint::parse_token_response(
+            &std::sync::Arc::from("https://auth.example/token"),
+            status,
+            None,
+            body,
+        )
+    }
+}
 
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

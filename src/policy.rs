@@ -1,4 +1,5 @@
-//! Timing policy: when tokens are refreshed, how failures back off.
+//! Timing policy: when tokens are refreshed, how failed token requests are retried and backed
+//! off, and the named defaults of each.
 
 use std::time::Duration;
 
@@ -16,19 +17,30 @@ pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(300);
 /// Lifetimes below this (including zero and negative `expires_in`) are raised to it (1 s), so
 /// a server announcing `expires_in: 0` cannot turn every request into a token request.
 pub const MIN_LIFETIME: Duration = Duration::from_secs(1);
+/// Lifetimes above this (ten years) are lowered to it, whatever announced them (a server's
+/// `expires_in`, a [`TokenSource`](crate::TokenSource) returning `Duration::MAX`, a
+/// [`default_lifetime`](crate::ClientCredentialsBuilder::default_lifetime)). Every delay the
+/// cache computes (backoff, `Retry-After`, cooldown) is capped by it too, so no point in time is
+/// ever out of range.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(10 * 365 * 86_400);
+/// How long one call of a token source may take before it fails with
+/// [`Error::Timeout`](crate::Error::Timeout), by default (15 s; for the built-in endpoint, at
+/// least its request timeout plus 5 s, so the request's own timeout fires first).
+pub const DEFAULT_LOAD_TIMEOUT: Duration = Duration::from_secs(15);
 /// At most one forced refresh (after the API rejects a token) per this interval, by default
 /// (5 s), so an API that rejects every token cannot turn requests into token requests.
 pub const DEFAULT_FORCED_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
 
+/// The cache's timing settings, checked by `build()`.
 #[derive(Debug, Clone)]
 pub(crate) struct CachePolicy {
     pub(crate) refresh_at: f64,
     pub(crate) refresh_jitter: f64,
     pub(crate) expiry_margin: Duration,
     pub(crate) default_lifetime: Duration,
-    pub(crate) min_lifetime: Duration,
     pub(crate) forced_refresh_interval: Duration,
     pub(crate) retry: RetryPolicy,
+    pub(crate) load_timeout: Duration,
 }
 
 impl Default for CachePolicy {
@@ -38,10 +50,31 @@ impl Default for CachePolicy {
             refresh_jitter: DEFAULT_REFRESH_JITTER,
             expiry_margin: DEFAULT_EXPIRY_MARGIN,
             default_lifetime: DEFAULT_LIFETIME,
-            min_lifetime: MIN_LIFETIME,
             forced_refresh_interval: DEFAULT_FORCED_REFRESH_INTERVAL,
             retry: RetryPolicy::default(),
+            load_timeout: DEFAULT_LOAD_TIMEOUT,
         }
+    }
+}
+
+impl CachePolicy {
+    /// Every setting in its range; the message names the setting.
+    pub(crate) fn check(&self) -> Result<(), crate::ConfigError> {
+        use crate::ConfigError::OutOfRange;
+        let fraction = |f: f64| f.is_finite() && (0.0..=1.0).contains(&f);
+        if !fraction(self.refresh_at) {
+            return Err(OutOfRange("refresh_at must be a fraction from 0 to 1"));
+        }
+        if !fraction(self.refresh_jitter) {
+            return Err(OutOfRange("refresh_jitter must be a fraction from 0 to 1"));
+        }
+        if self.load_timeout.is_zero() {
+            return Err(OutOfRange("load_timeout must be more than zero"));
+        }
+        if self.retry.max_attempts == 0 {
+            return Err(OutOfRange("retry_policy: max_attempts must be at least 1"));
+        }
+        Ok(())
     }
 }
 
@@ -101,9 +134,9 @@ impl RetryPolicy {
         }
     }
 
-    /// Attempts per fetch, the first included (default 3; at least 1).
+    /// Attempts per fetch, the first included (default 3; `build()` refuses 0).
     pub fn max_attempts(mut self, attempts: u32) -> Self {
-        self.max_attempts = attempts.max(1);
+        self.max_attempts = attempts;
         self
     }
 
@@ -139,29 +172,36 @@ impl RetryPolicy {
             .min(self.max_backoff)
     }
 
-    /// The delay before attempt `attempt + 1`.
+    /// The delay before attempt `attempt + 1`: the server's `Retry-After` (capped), else the
+    /// jittered backoff. At most [`MAX_LIFETIME`].
     pub(crate) fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
         match retry_after {
-            Some(after) => after.min(self.retry_after_cap),
+            Some(after) => after.min(self.retry_after_cap).min(MAX_LIFETIME),
             None => jitter(self.ceiling(attempt)),
         }
     }
 
-    /// How long callers are held back after `failures` consecutive failed fetches.
-    pub(crate) fn cooldown(&self, failures: u32) -> Duration {
-        jitter(self.ceiling(failures))
+    /// How long callers are held back after `failures` consecutive failed fetches, given the
+    /// server's `Retry-After` of the last one: the jittered backoff, or the (capped)
+    /// `Retry-After` if longer. At most [`MAX_LIFETIME`].
+    pub(crate) fn cooldown(&self, failures: u32, retry_after: Option<Duration>) -> Duration {
+        let backoff = jitter(self.ceiling(failures));
+        match retry_after {
+            Some(after) => backoff.max(after.min(self.retry_after_cap).min(MAX_LIFETIME)),
+            None => backoff,
+        }
     }
 }
 
-/// A random duration in `[d/2, d]`.
+/// A random duration in `[d/2, d]`, `d` first capped at [`MAX_LIFETIME`] (so the product
+/// cannot overflow).
 fn jitter(d: Duration) -> Duration {
-    d.mul_f64(0.5 + fastrand::f64() * 0.5)
+    d.min(MAX_LIFETIME).mul_f64(0.5 + fastrand::f64() * 0.5)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::schedule;
 
     #[test]
     fn backoff_grows_and_caps() {
@@ -174,9 +214,18 @@ mod tests {
         assert_eq!(p.ceiling(5), Duration::from_secs(1));
         assert_eq!(p.ceiling(u32::MAX), Duration::from_secs(1));
         for n in 1..10 {
-            let d = p.cooldown(n);
+            let d = p.cooldown(n, None);
             assert!(d >= p.ceiling(n) / 2 && d <= p.ceiling(n), "{n}: {d:?}");
         }
+        // A Retry-After longer than the backoff wins, up to its cap.
+        assert_eq!(
+            p.cooldown(1, Some(Duration::from_secs(7))),
+            Duration::from_secs(7)
+        );
+        assert_eq!(
+            p.cooldown(1, Some(Duration::from_secs(600))),
+            Duration::from_secs(60)
+        );
         assert_eq!(
             p.delay(1, Some(Duration::from_secs(7))),
             Duration::from_secs(7)
@@ -186,36 +235,108 @@ mod tests {
             Duration::from_secs(60)
         );
     }
+}
+
+#[cfg(test)]
+mod saturation {
+    //! Issue 12: every delay the policy computes stays in range, whatever the settings and the
+    //! server say.
+    use super::*;
 
     #[test]
-    fn schedule_table() {
-        let p = CachePolicy::default();
-        let s = Duration::from_secs;
-        // (expires_in, jitter draw, refresh after, use for)
-        let cases: &[(Option<Duration>, f64, Duration, Duration)] = &[
-            (Some(s(3600)), 0.0, s(2700), s(3540)),
-            (Some(s(3600)), 1.0, s(2520), s(3540)),
-            (Some(s(60)), 0.0, s(45), s(54)),
+    fn delays_from_absurd_settings_and_servers_saturate() {
+        let p = RetryPolicy::default()
+            .initial_backoff(Duration::MAX)
+            .max_backoff(Duration::MAX)
+            .retry_after_cap(Duration::MAX);
+        for n in [1, 2, 30, u32::MAX] {
+            assert!(p.delay(n, None) <= MAX_LIFETIME, "{n}");
+            assert!(p.cooldown(n, None) <= MAX_LIFETIME, "{n}");
+            assert!(p.cooldown(n, None) >= MAX_LIFETIME / 2, "{n}");
+        }
+        assert_eq!(p.delay(1, Some(Duration::MAX)), MAX_LIFETIME);
+        assert_eq!(p.cooldown(1, Some(Duration::MAX)), MAX_LIFETIME);
+        assert_eq!(
+            p.delay(1, Some(Duration::from_secs(u64::MAX))),
+            MAX_LIFETIME
+        );
+    }
+
+    #[test]
+    fn settings_are_checked_in_build() {
+        let ok = CachePolicy::default();
+        assert!(ok.check().is_ok());
+        let bad: [(&str, CachePolicy); 7] = [
             (
-                Some(s(2)),
-                0.0,
-                Duration::from_millis(1500),
-                Duration::from_millis(1800),
+                "refresh_at NaN",
+                CachePolicy {
+                    refresh_at: f64::NAN,
+                    ..ok.clone()
+                },
             ),
-            (None, 0.0, s(225), s(270)),
             (
-                Some(s(0)),
-                0.0,
-                Duration::from_millis(750),
-                Duration::from_millis(900),
+                "refresh_at 1.5",
+                CachePolicy {
+                    refresh_at: 1.5,
+                    ..ok.clone()
+                },
+            ),
+            (
+                "refresh_at -0.1",
+                CachePolicy {
+                    refresh_at: -0.1,
+                    ..ok.clone()
+                },
+            ),
+            (
+                "refresh_jitter inf",
+                CachePolicy {
+                    refresh_jitter: f64::INFINITY,
+                    ..ok.clone()
+                },
+            ),
+            (
+                "refresh_jitter 2",
+                CachePolicy {
+                    refresh_jitter: 2.0,
+                    ..ok.clone()
+                },
+            ),
+            (
+                "load_timeout 0",
+                CachePolicy {
+                    load_timeout: Duration::ZERO,
+                    ..ok.clone()
+                },
+            ),
+            (
+                "max_attempts 0",
+                CachePolicy {
+                    retry: RetryPolicy::default().max_attempts(0),
+                    ..ok.clone()
+                },
             ),
         ];
-        for &(expires_in, draw, refresh, use_for) in cases {
-            assert_eq!(
-                schedule(&p, expires_in, draw),
-                (refresh, use_for),
-                "{expires_in:?} {draw}"
+        for (what, policy) in bad {
+            assert!(
+                matches!(policy.check(), Err(crate::ConfigError::OutOfRange(_))),
+                "{what}"
             );
+        }
+        let edges = [
+            CachePolicy {
+                refresh_at: 0.0,
+                refresh_jitter: 1.0,
+                ..ok.clone()
+            },
+            CachePolicy {
+                refresh_at: 1.0,
+                refresh_jitter: 0.0,
+                ..ok.clone()
+            },
+        ];
+        for policy in edges {
+            assert!(policy.check().is_ok(), "{policy:?}");
         }
     }
 }

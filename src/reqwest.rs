@@ -1,15 +1,17 @@
-//! The `reqwest-middleware` adapter.
+//! The `reqwest-middleware` adapter: moves requests and responses through an
+//! [`Exchange`](crate::decide::Exchange), which makes every decision.
 
-use http::{Extensions, StatusCode};
+use http::Extensions;
 use reqwest::ResponseBuilderExt as _;
 use reqwest_middleware::{Middleware, Next};
 
-use crate::auth::{classify_by_body, RequestOptions};
-use crate::challenge::{classify_headers, Rejection};
+use crate::body::ReadPrefix;
+use crate::challenge::MAX_INSPECTED_BODY;
+use crate::decide::{Exchange, RequestOptions, Target, Verdict};
 use crate::ClientCredentials;
 
-/// A [`reqwest_middleware::Middleware`] that puts a token on every request and retries once
-/// after a 401 that a new token may fix.
+/// A [`reqwest_middleware::Middleware`] that puts a token on every request and replays it once
+/// after the API rejected its token.
 ///
 /// - Adds `Authorization: Bearer <token>` (a sensitive header value) and, when configured,
 ///   `X-Tenant-Id`. A request that already has an `Authorization` header, or goes to an origin
@@ -72,56 +74,65 @@ impl Middleware for ClientCredentialsMiddleware {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<reqwest::Response> {
-        let url = req.url();
-        let plan = self.credentials.plan(
-            Some(url.scheme()),
-            url.host_str(),
-            url.port(),
+        let exchange = Exchange::begin(
+            &self.credentials,
+            Target::url(req.url()),
             req.headers(),
             extensions.get::<RequestOptions>(),
         );
-        let Some(plan) = plan else {
+        let Some(mut exchange) = exchange else {
             return next.run(req, extensions).await;
         };
-        let sent = plan
-            .authorization()
-            .await
-            .map_err(reqwest_middleware::Error::middleware)?;
-        plan.apply(req.headers_mut(), sent.clone());
+        let credential = match exchange.authorization_now() {
+            Some(credential) => credential,
+            None => exchange
+                .authorization()
+                .await
+                .map_err(reqwest_middleware::Error::middleware)?,
+        };
+        exchange.apply(credential, req.headers_mut());
         // `try_clone` is `None` for a streaming body: such a request is sent once.
-        let replay = if plan.retry { req.try_clone() } else { None };
+        let copy = if exchange.wants_copy() {
+            req.try_clone()
+        } else {
+            None
+        };
         let response = next.clone().run(req, extensions).await?;
-        if response.status() != StatusCode::UNAUTHORIZED {
-            return Ok(response);
-        }
-        let Some(mut replay) = replay else {
-            plan.forget_if_invalid(response.status(), response.headers(), &sent);
+        let (verdict, response) =
+            match exchange.inspect(response.status(), response.headers(), copy.is_some()) {
+                Verdict::ReadBody => read_and_inspect(&mut exchange, response).await,
+                verdict => (verdict, response),
+            };
+        let (Verdict::Replay, Some(mut copy)) = (verdict, copy) else {
             return Ok(response);
         };
-        let (rejection, response) = inspect(response).await;
-        let Some(new) = plan.token_for_retry(&rejection, &sent).await else {
+        let Some(credential) = exchange.replacement().await else {
             return Ok(response);
         };
         drop(response);
-        plan.apply(replay.headers_mut(), new);
-        next.run(replay, extensions).await
+        exchange.apply(credential, copy.headers_mut());
+        let response = next.run(copy, extensions).await?;
+        exchange.inspect(response.status(), response.headers(), false);
+        Ok(response)
     }
 }
 
-/// Classifies a 401, reading its body only when the headers do not settle it, and gives back
-/// a response whose status, headers, URL and body are those received.
-async fn inspect(response: reqwest::Response) -> (Rejection, reqwest::Response) {
-    if let Some(rejection) = classify_headers(response.status(), response.headers()) {
-        return (rejection, response);
-    }
+/// Reads up to [`MAX_INSPECTED_BODY`] bytes of the body for [`Exchange::inspect_body`], and
+/// gives back a response whose status, headers, URL and body are those received.
+async fn read_and_inspect(
+    exchange: &mut Exchange<&ClientCredentials>,
+    response: reqwest::Response,
+) -> (Verdict, reqwest::Response) {
     let url = response.url().clone();
     let (mut parts, body) = http::Response::<reqwest::Body>::from(response).into_parts();
-    let (rejection, replay) = classify_by_body(&parts, body).await;
+    let mut reader = ReadPrefix::new(body, MAX_INSPECTED_BODY);
+    let (data, replayed) = std::future::poll_fn(|cx| reader.poll(cx)).await;
+    let verdict = exchange.inspect_body(parts.status, &parts.headers, data.as_deref());
     // `reqwest::Response::from` takes the URL from the extensions, where only
     // `ResponseBuilderExt::url` can put it.
     if let Ok(carrier) = http::Response::builder().url(url).body(()) {
         parts.extensions.extend(carrier.into_parts().0.extensions);
     }
-    let rebuilt = http::Response::from_parts(parts, reqwest::Body::wrap(replay));
-    (rejection, reqwest::Response::from(rebuilt))
+    let rebuilt = http::Response::from_parts(parts, reqwest::Body::wrap(replayed));
+    (verdict, reqwest::Response::from(rebuilt))
 }

@@ -1,11 +1,22 @@
-//! Secret newtypes whose `Debug` never shows the value.
+//! Secret newtypes: `Debug` never shows the value, and the memory is zeroized when the last
+//! copy is dropped (through the `zeroize` crate).
+//!
+//! What stays outside this rule: the `Authorization` header values built for requests are
+//! `http::HeaderValue`s (the `http` crate does not zeroize them), and whatever the HTTP client
+//! copies into its buffers. SECURITY.md says so.
 
 use std::fmt;
 use std::sync::Arc;
 
+use zeroize::Zeroizing;
+
+/// A shared, zeroized-on-drop string.
+type SecretString = Arc<Zeroizing<String>>;
+
 /// A client secret.
 ///
-/// `Debug` prints `ClientSecret([redacted])`; there is no `Display`.
+/// `Debug` prints `ClientSecret([redacted])`; there is no `Display`. Zeroized when the last
+/// clone is dropped.
 ///
 /// ```
 /// use client_credentials::ClientSecret;
@@ -14,12 +25,12 @@ use std::sync::Arc;
 /// assert_eq!(format!("{secret:?}"), "ClientSecret([redacted])");
 /// ```
 #[derive(Clone, PartialEq, Eq)]
-pub struct ClientSecret(Arc<str>);
+pub struct ClientSecret(SecretString);
 
 impl ClientSecret {
     /// Wraps a secret.
     pub fn new(secret: impl Into<String>) -> Self {
-        Self(Arc::from(secret.into()))
+        Self(Arc::new(Zeroizing::new(secret.into())))
     }
 
     /// The raw secret.
@@ -53,7 +64,7 @@ impl From<&str> for ClientSecret {
 /// An access token issued by the authorization server.
 ///
 /// `Debug` prints `AccessToken([redacted])`; there is no `Display`. Cloning is cheap (the
-/// value is shared).
+/// value is shared); the value is zeroized when the last clone is dropped.
 ///
 /// ```
 /// use client_credentials::AccessToken;
@@ -63,12 +74,12 @@ impl From<&str> for ClientSecret {
 /// assert_eq!(token.secret(), "eyJhbGciOi...");
 /// ```
 #[derive(Clone, PartialEq, Eq)]
-pub struct AccessToken(Arc<str>);
+pub struct AccessToken(SecretString);
 
 impl AccessToken {
     /// Wraps a token value.
     pub fn new(token: impl Into<String>) -> Self {
-        Self(Arc::from(token.into()))
+        Self(Arc::new(Zeroizing::new(token.into())))
     }
 
     /// The raw token value, for code that is not an HTTP middleware (a websocket handshake,

@@ -12,7 +12,7 @@ pub(crate) struct Counters {
     pub(crate) refreshes_ahead: AtomicU64,
     pub(crate) forced_refreshes: AtomicU64,
     pub(crate) forced_refreshes_suppressed: AtomicU64,
-    pub(crate) retried_requests: AtomicU64,
+    pub(crate) replayed_requests: AtomicU64,
 }
 
 /// A snapshot of what a [`ClientCredentials`](crate::ClientCredentials) has done, across all its
@@ -40,8 +40,9 @@ pub struct Stats {
     pub forced_refreshes: u64,
     /// Rejections that did not cause a new fetch because one had just been forced.
     pub forced_refreshes_suppressed: u64,
-    /// API requests sent a second time with a new token after a 401.
-    pub retried_requests: u64,
+    /// API requests sent a second time (replayed) with a new token after the API rejected
+    /// the first one's.
+    pub replayed_requests: u64,
 }
 
 impl Counters {
@@ -56,7 +57,7 @@ impl Counters {
             refreshes_ahead: get(&self.refreshes_ahead),
             forced_refreshes: get(&self.forced_refreshes),
             forced_refreshes_suppressed: get(&self.forced_refreshes_suppressed),
-            retried_requests: get(&self.retried_requests),
+            replayed_requests: get(&self.replayed_requests),
         }
     }
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
+use client_credentials::builder::Custom;
 use client_credentials::{
     AccessToken, BoxFuture, ClientCredentials, ClientCredentialsBuilder, Error, Scopes, Token,
     TokenSource,
@@ -89,10 +90,10 @@ pub fn credentials(delay: Duration, lifetime: Duration) -> (ClientCredentials, A
 pub fn credentials_with(
     delay: Duration,
     lifetime: Duration,
-    configure: impl FnOnce(ClientCredentialsBuilder) -> ClientCredentialsBuilder,
+    configure: impl FnOnce(ClientCredentialsBuilder<Custom>) -> ClientCredentialsBuilder<Custom>,
 ) -> (ClientCredentials, Arc<AtomicU64>) {
     let (source, calls) = CountingSource::new(delay, lifetime);
-    let builder = configure(ClientCredentials::builder().token_source(source));
+    let builder = configure(ClientCredentials::from_source(source));
     (builder.build().expect("valid configuration"), calls)
 }
 

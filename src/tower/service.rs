@@ -1,21 +1,38 @@
 //! [`ClientCredentialsService`].
 
-use std::future::poll_fn;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
+use http_body::Body;
 use tower_service::Service;
 
 use super::replay::{CloneBody, ReplayPolicy};
-use super::{ClientCredentialsLayer, ResponseFuture};
-use crate::auth::{classify_by_body, RequestOptions};
-use crate::body::{is_grpc_unauthenticated, GrpcWatch, ResponseBody};
-use crate::challenge::classify_headers;
+use super::{ClientCredentialsLayer, ResponseBody, ResponseFuture};
+use crate::decide::{Exchange, RequestOptions, Target};
 use crate::error::BoxError;
 use crate::ClientCredentials;
 
 /// The service made by [`ClientCredentialsLayer`]; see there.
+///
+/// # Bounds
+///
+/// Only what the behaviour needs:
+///
+/// - `S: Service<Request<ReqBody>, Response = Response<ResBody>>`, any request body and any
+///   response body;
+/// - `S: Clone`: the response future owns the service it calls, so it can call it a second
+///   time for a replay (as tower's `Retry` does); `call` keeps the clone that was made ready
+///   for it, as tower's docs advise;
+/// - `S::Error: Into<BoxError>`: the service's error is a [`BoxError`], the inner error or the
+///   [`Error`](crate::Error) that kept the request from being sent;
+/// - `ResBody::Data: Into<Bytes>`: the body is [`ResponseBody`], which plays back the bytes of
+///   an inspected 401 as `Bytes`;
+/// - `R: ReplayPolicy<ReqBody>`: the policy that copies requests for a replay
+///   ([`CloneBody`] needs `ReqBody: Clone`; [`NoReplay`](super::NoReplay) needs nothing).
+///
+/// No `Send` and no `'static`: the future is `Send` when the inner service, its future and the
+/// bodies are.
 #[derive(Debug, Clone)]
 pub struct ClientCredentialsService<S, R = CloneBody> {
     inner: S,
@@ -62,109 +79,38 @@ impl<S, R> ClientCredentialsService<S, R> {
 
 impl<S, R, ReqBody, ResBody> Service<Request<ReqBody>> for ClientCredentialsService<S, R>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
     S::Error: Into<BoxError>,
     R: ReplayPolicy<ReqBody>,
-    ReqBody: Send + 'static,
-    ResBody: http_body::Body + Send + 'static,
-    ResBody::Data: Into<Bytes> + Send,
-    ResBody::Error: Send,
+    ResBody: Body,
+    ResBody::Data: Into<Bytes>,
 {
     type Response = Response<ResponseBody<ResBody>>;
     type Error = BoxError;
-    type Future = ResponseFuture<Self::Response>;
+    type Future = ResponseFuture<S, ReqBody, ResBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         // The clone is not necessarily ready: keep the one that was polled ready for this call.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::new(authorize_and_call(
-            inner,
+        let exchange = Exchange::begin(
             self.credentials.clone(),
-            self.replay.clone(),
-            req,
-        ))
-    }
-}
-
-async fn authorize_and_call<S, R, ReqBody, ResBody>(
-    mut inner: S,
-    credentials: ClientCredentials,
-    replay_policy: R,
-    mut req: Request<ReqBody>,
-) -> Result<Response<ResponseBody<ResBody>>, BoxError>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    S::Error: Into<BoxError>,
-    R: ReplayPolicy<ReqBody>,
-    ResBody: http_body::Body,
-    ResBody::Data: Into<Bytes>,
-{
-    let uri = req.uri();
-    let plan = credentials.plan(
-        uri.scheme_str(),
-        uri.host(),
-        uri.port_u16(),
-        req.headers(),
-        req.extensions().get::<RequestOptions>(),
-    );
-    let Some(plan) = plan else {
-        let response = inner.call(req).await.map_err(Into::into)?;
-        return Ok(response.map(ResponseBody::plain));
-    };
-    let sent = plan.authorization().await?;
-    plan.apply(req.headers_mut(), sent.clone());
-    let is_grpc = req
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"));
-    let replay = if plan.retry && !is_grpc {
-        replay_policy.replay(&req)
-    } else {
-        None
-    };
-    let response = inner.call(req).await.map_err(Into::into)?;
-
-    if is_grpc {
-        // gRPC answers 200 with `grpc-status`; a trailers-only rejection has it in the headers.
-        // gRPC bodies are streams, so the call is not replayed; the next one gets a new token.
-        if is_grpc_unauthenticated(response.headers()) {
-            plan.cache.invalidate(&sent);
-        }
-        let watch = GrpcWatch {
-            cache: plan.cache.clone(),
-            sent,
+            Target::uri(request.uri()),
+            request.headers(),
+            request.extensions().get::<RequestOptions>(),
+        );
+        let Some(exchange) = exchange else {
+            return ResponseFuture::untouched(inner, request);
         };
-        return Ok(response.map(|body| ResponseBody::grpc(body, watch)));
+        let copy = if exchange.wants_copy() {
+            self.replay.replay(&request)
+        } else {
+            None
+        };
+        ResponseFuture::authorized(inner, exchange, request, copy)
     }
-    if response.status() != StatusCode::UNAUTHORIZED {
-        return Ok(response.map(ResponseBody::plain));
-    }
-    let Some(mut replay) = replay else {
-        plan.forget_if_invalid(response.status(), response.headers(), &sent);
-        return Ok(response.map(ResponseBody::plain));
-    };
-    let (rejection, response) = match classify_headers(response.status(), response.headers()) {
-        Some(rejection) => (rejection, response.map(ResponseBody::plain)),
-        None => {
-            let (parts, body) = response.into_parts();
-            let (rejection, body) = classify_by_body(&parts, body).await;
-            (rejection, Response::from_parts(parts, body))
-        }
-    };
-    let Some(new) = plan.token_for_retry(&rejection, &sent).await else {
-        return Ok(response);
-    };
-    drop(response);
-    plan.apply(replay.headers_mut(), new);
-    poll_fn(|cx| inner.poll_ready(cx))
-        .await
-        .map_err(Into::into)?;
-    let response = inner.call(replay).await.map_err(Into::into)?;
-    Ok(response.map(ResponseBody::plain))
 }

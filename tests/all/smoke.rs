@@ -56,7 +56,7 @@ async fn reqwest_middleware_fetches_once_and_retries_after_invalid_token() {
     assert_eq!(res.status(), 200);
     let stats = credentials.stats();
     assert_eq!(stats.tokens_fetched, 2);
-    assert_eq!(stats.retried_requests, 1);
+    assert_eq!(stats.replayed_requests, 1);
     assert_eq!(stats.forced_refreshes, 1);
 }
 

@@ -182,8 +182,7 @@ async fn panicking_source_yields_source_aborted_and_does_not_poison_the_cache() 
         calls: AtomicUsize::new(0),
     });
     let cooldown_ceiling = Duration::from_secs(1);
-    let credentials = ClientCredentials::builder()
-        .token_source(Arc::clone(&source))
+    let credentials = ClientCredentials::from_source(Arc::clone(&source))
         .retry_policy(
             RetryPolicy::default()
                 .initial_backoff(cooldown_ceiling)

@@ -8,7 +8,7 @@ use std::time::Duration;
 use client_credentials::challenge::{
     classify, parse_challenges, Challenge, Rejection, MAX_INSPECTED_BODY,
 };
-use client_credentials::{parse_token_response, ClientCredentials, Error, InvalidResponse};
+use client_credentials::{AccessToken, ClientCredentials, Error, InvalidResponse, RetryPolicy};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use tokio::io::AsyncWriteExt;
 use wiremock::matchers::method;
@@ -16,8 +16,6 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::harness::RawServer;
 use crate::support::*;
-
-const EP: &str = "https://auth.example/oauth2/token";
 
 fn kind(result: Result<impl std::fmt::Debug, Error>) -> InvalidResponse {
     match result {
@@ -27,12 +25,29 @@ fn kind(result: Result<impl std::fmt::Debug, Error>) -> InvalidResponse {
 }
 
 async fn token_endpoint(body: Vec<u8>) -> MockServer {
+    token_endpoint_answering(200, body).await
+}
+
+async fn token_endpoint_answering(status: u16, body: Vec<u8>) -> MockServer {
     let auth = MockServer::start().await;
     Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_raw(body, "application/json"))
+        .respond_with(ResponseTemplate::new(status).set_body_raw(body, "application/json"))
         .mount(&auth)
         .await;
     auth
+}
+
+/// What a token endpoint answering `status` and `body` makes of a token request: the body
+/// read whole (the limit raised to 16 MiB), the request not retried.
+async fn answer_of(status: u16, body: &[u8]) -> Result<AccessToken, Error> {
+    let auth = token_endpoint_answering(status, body.to_vec()).await;
+    builder(&auth)
+        .max_response_bytes(16 << 20)
+        .retry_policy(RetryPolicy::no_retry())
+        .build()
+        .unwrap()
+        .access_token()
+        .await
 }
 
 #[tokio::test]
@@ -194,15 +209,12 @@ async fn deeply_nested_json_is_a_typed_error_without_stack_overflow() {
             InvalidResponse::NotJson
         );
     }
-    // The parser directly, on success and error statuses, ten times deeper.
+    // On success and error statuses, ten times deeper.
     let deeper = "[".repeat(10 * depth).into_bytes();
     for body in [&arrays, &objects, &in_unknown_field, &in_token, &deeper] {
-        assert_eq!(
-            kind(parse_token_response(EP, StatusCode::OK, None, body)),
-            InvalidResponse::NotJson
-        );
+        assert_eq!(kind(answer_of(200, body).await), InvalidResponse::NotJson);
         assert!(matches!(
-            parse_token_response(EP, StatusCode::BAD_REQUEST, None, body),
+            answer_of(400, body).await,
             Err(Error::Status {
                 status: StatusCode::BAD_REQUEST,
                 ..
@@ -235,14 +247,10 @@ async fn invalid_utf8_is_a_typed_error() {
             InvalidResponse::NotJson,
             "{body:?}"
         );
-        assert_eq!(
-            kind(parse_token_response(EP, StatusCode::OK, None, body)),
-            InvalidResponse::NotJson
-        );
     }
     // An error answer that is not UTF-8 is still an error status, not a panic.
     assert!(matches!(
-        parse_token_response(EP, StatusCode::BAD_REQUEST, None, b"{\"error\":\"\xff\"}"),
+        answer_of(400, b"{\"error\":\"\xff\"}").await,
         Err(Error::Status { .. })
     ));
     // A 401 body that is not UTF-8 carries no code.

@@ -33,7 +33,7 @@ async fn only_allowed_origins_get_a_token() {
 
     let partner_port = partner.address().port();
     let credentials = builder(&auth)
-        .tenant_id("acme")
+        .tenant_id(client_credentials::TenantId::from_static("acme"))
         .allowed_origins([
             "https://api.partner.example".to_owned(),
             format!("http://127.0.0.1:{partner_port}"),

@@ -322,7 +322,7 @@ async fn soak_revocations_20k_requests_64_tasks() {
          0 401s reached callers: {}; live heap {after_warm_up} B after warm-up, {at_end} B at the end ({growth:+} B)",
         TOTAL / 2,
         world.rejected.load(Ordering::SeqCst),
-        stats.retried_requests,
+        stats.replayed_requests,
         unauthorized == 0,
     );
     assert_eq!(requests, TOTAL);

@@ -105,7 +105,7 @@ async fn unauthenticated_drops_the_token_and_the_next_call_gets_a_fresh_one() {
     assert_eq!(status.message(), "token revoked");
     // ... and the layer dropped the token it carried.
     assert_eq!(credentials.stats().forced_refreshes, 1);
-    assert_eq!(credentials.stats().retried_requests, 0);
+    assert_eq!(credentials.stats().replayed_requests, 0);
 
     // 3. The next call gets a fresh token and succeeds.
     let answer = health.check(check()).await.unwrap().into_inner();

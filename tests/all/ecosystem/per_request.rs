@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use client_credentials::{ClientCredentials, RequestOptions, Scopes};
-use http::{HeaderValue, StatusCode};
+use http::StatusCode;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -130,11 +130,15 @@ async fn tenant_for_one_request_only() {
             .expect(2)
             .mount(&api)
             .await;
-        let credentials = builder(&auth).tenant_id("default-tenant").build().unwrap();
+        let credentials = builder(&auth)
+            .tenant_id(client_credentials::TenantId::from_static("default-tenant"))
+            .build()
+            .unwrap();
         let url = format!("{}/v1/accounts", api.uri());
 
         let before = send(adapter, &credentials, &url, None).await;
-        let options = RequestOptions::new().tenant_id(HeaderValue::from_static("acme"));
+        let options =
+            RequestOptions::new().tenant_id(client_credentials::TenantId::from_static("acme"));
         let this_one = send(adapter, &credentials, &url, Some(options)).await;
         let after = send(adapter, &credentials, &url, None).await;
         assert_eq!(
@@ -161,7 +165,10 @@ async fn unauthenticated_request_gets_no_token_and_fetches_none() {
             .mount(&auth)
             .await;
         mount_echo_api(&api).await;
-        let credentials = builder(&auth).tenant_id("acme").build().unwrap();
+        let credentials = builder(&auth)
+            .tenant_id(client_credentials::TenantId::from_static("acme"))
+            .build()
+            .unwrap();
         let url = format!("{}/public/health", api.uri());
 
         let (status, seen) = send(
@@ -221,7 +228,7 @@ async fn no_retry_returns_the_401_and_sends_the_request_once() {
             adapter,
             &credentials,
             &url,
-            Some(RequestOptions::new().no_retry()),
+            Some(RequestOptions::new().no_replay()),
         )
         .await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{adapter:?}");
@@ -235,7 +242,7 @@ async fn no_retry_returns_the_401_and_sends_the_request_once() {
             1,
             "{adapter:?}: sent once"
         );
-        assert_eq!(credentials.stats().retried_requests, 0, "{adapter:?}");
+        assert_eq!(credentials.stats().replayed_requests, 0, "{adapter:?}");
 
         // Only that request: the next one is retried once with a new token as usual.
         let (status, body) = send(adapter, &credentials, &url, None).await;
@@ -249,7 +256,7 @@ async fn no_retry_returns_the_401_and_sends_the_request_once() {
             3,
             "{adapter:?}"
         );
-        assert_eq!(credentials.stats().retried_requests, 1, "{adapter:?}");
+        assert_eq!(credentials.stats().replayed_requests, 1, "{adapter:?}");
     }
 }
 
@@ -260,7 +267,7 @@ async fn other_scopes_get_a_token_of_their_own() {
         let api = MockServer::start().await;
         mount_scoped_tokens(&auth, std::time::Duration::ZERO).await;
         mount_echo_api(&api).await;
-        let credentials = builder(&auth).scope("accounts.read").build().unwrap();
+        let credentials = builder(&auth).scopes("accounts.read").build().unwrap();
         let url = format!("{}/v1/accounts", api.uri());
         let write =
             || Some(RequestOptions::new().scopes(Scopes::new(["accounts.write", "accounts.read"])));
@@ -292,7 +299,7 @@ async fn a_new_scope_set_is_fetched_once_however_many_requests_ask() {
         // A slow answer, so all requests are waiting while the one fetch is in flight.
         mount_scoped_tokens(&auth, std::time::Duration::from_millis(200)).await;
         mount_echo_api(&api).await;
-        let credentials = builder(&auth).scope("accounts.read").build().unwrap();
+        let credentials = builder(&auth).scopes("accounts.read").build().unwrap();
         let url = format!("{}/v1/programs", api.uri());
         let options = RequestOptions::new().scopes(Scopes::new(["programs.read"]));
 
@@ -324,7 +331,7 @@ async fn scope_set_caches_are_bounded_and_the_oldest_is_dropped() {
         mount_scoped_tokens(&auth, std::time::Duration::ZERO).await;
         mount_echo_api(&api).await;
         let credentials = builder(&auth)
-            .scope("base")
+            .scopes("base")
             .max_scope_sets(2)
             .build()
             .unwrap();

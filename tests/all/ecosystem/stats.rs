@@ -100,6 +100,6 @@ async fn every_counter_after_a_known_scenario() {
     assert_eq!(s.refreshes_ahead, 1, "{s:?}");
     assert_eq!(s.forced_refreshes, 1, "{s:?}");
     assert_eq!(s.forced_refreshes_suppressed, 0, "{s:?}");
-    assert_eq!(s.retried_requests, 1, "{s:?}");
+    assert_eq!(s.replayed_requests, 1, "{s:?}");
     assert!(s.cache_hits >= 64, "{s:?}");
 }

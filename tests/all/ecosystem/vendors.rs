@@ -138,7 +138,7 @@ async fn cognito_errors_keep_their_oauth_code() {
             .unwrap()
             .client_id(CLIENT_ID)
             .client_secret(CLIENT_SECRET)
-            .scope(ACCOUNTS_READ)
+            .scopes(ACCOUNTS_READ)
             .retry_policy(RetryPolicy::no_retry())
             .build()
             .unwrap();
@@ -196,8 +196,8 @@ async fn duende_connect_token_with_idp_api_scope_and_tenant() {
         .client_id(CLIENT_ID)
         .client_secret(CLIENT_SECRET)
         .auth_method(AuthMethod::ClientSecretPost)
-        .scope("idp_api")
-        .tenant_id("tenant-42")
+        .scopes("idp_api")
+        .tenant_id(client_credentials::TenantId::from_static("tenant-42"))
         .build()
         .unwrap();
     let client = client(&credentials);
@@ -236,7 +236,7 @@ async fn duende_invalid_client_keeps_the_description() {
         .unwrap()
         .client_id(CLIENT_ID)
         .client_secret(CLIENT_SECRET)
-        .scope("idp_api")
+        .scopes("idp_api")
         .build()
         .unwrap();
     let err = credentials.access_token().await.unwrap_err();
@@ -244,7 +244,7 @@ async fn duende_invalid_client_keeps_the_description() {
         matches!(
             &err,
             Error::OAuth { code: OAuthErrorCode::InvalidClient, status, description: Some(d), .. }
-                if *status == StatusCode::BAD_REQUEST && d == "Invalid client credentials"
+                if *status == StatusCode::BAD_REQUEST && &**d == "Invalid client credentials"
         ),
         "{err:?}"
     );

@@ -209,7 +209,8 @@ fn streaming_body() -> StreamBody<Frames> {
 #[cfg(feature = "tower")]
 mod tower_stack {
     use bytes::Bytes;
-    use client_credentials::{BoxError, ClientCredentials, ClientCredentialsService, ResponseBody};
+    use client_credentials::tower::{ClientCredentialsService, ResponseBody};
+    use client_credentials::{BoxError, ClientCredentials};
     use http::{Request, Response};
     use http_body_util::combinators::BoxBody;
     use http_body_util::{BodyExt, Full};

@@ -33,7 +33,7 @@ async fn verify(auth: MockServer, api: MockServer) {
 fn assert_retries(credentials: &ClientCredentials, forced: u64, retried: u64, at: &str) {
     let stats = credentials.stats();
     assert_eq!(
-        (stats.forced_refreshes, stats.retried_requests),
+        (stats.forced_refreshes, stats.replayed_requests),
         (forced, retried),
         "{at}"
     );
@@ -138,7 +138,7 @@ async fn a_second_401_reaches_the_caller_intact_without_a_loop() {
 }
 
 #[tokio::test]
-async fn a_bare_401_is_returned_without_retry_when_retry_on_bare_401_is_off() {
+async fn a_bare_401_is_returned_without_retry_when_bare_401_rejects_token_is_off() {
     for &adapter in Adapter::all() {
         let (auth, api) = start(&["tok-1"]).await;
         Mock::given(method("POST"))
@@ -148,11 +148,14 @@ async fn a_bare_401_is_returned_without_retry_when_retry_on_bare_401_is_off() {
             .named(format!("{adapter:?}: the only send"))
             .mount(&api)
             .await;
-        let credentials = builder(&auth).retry_on_bare_401(false).build().unwrap();
+        let credentials = builder(&auth)
+            .bare_401_rejects_token(false)
+            .build()
+            .unwrap();
 
         let answer = adapter.send(&credentials, Payment::to(&api)).await;
         answer.assert_intact(401, &api, InvalidToken::Bare.body(), "bare");
-        assert_eq!(credentials.stats().retried_requests, 0, "{adapter:?}");
+        assert_eq!(credentials.stats().replayed_requests, 0, "{adapter:?}");
         verify(auth, api).await;
     }
 }
@@ -281,7 +284,7 @@ async fn a_body_that_cannot_be_replayed_answered_401_is_sent_once_and_the_401_re
             assert_eq!(received.len(), 1, "{at}");
             assert_eq!(received[0].body, STREAMED, "{at}");
             assert_eq!(authorization(&received[0]), "Bearer tok-1", "{at}");
-            assert_eq!(credentials.stats().retried_requests, 0, "{at}");
+            assert_eq!(credentials.stats().replayed_requests, 0, "{at}");
             // A header that says invalid_token still drops the token for the next request.
             assert_next_token(&credentials, case, &at).await;
             verify(auth, api).await;
@@ -312,7 +315,10 @@ async fn a_request_with_its_own_authorization_header_is_sent_as_it_is() {
                 .named(&at)
                 .mount(&api)
                 .await;
-            let credentials = builder(&auth).tenant_id("acme").build().unwrap();
+            let credentials = builder(&auth)
+                .tenant_id(client_credentials::TenantId::from_static("acme"))
+                .build()
+                .unwrap();
 
             let answer = adapter
                 .send(&credentials, Payment::to(&api).authorization(own))
@@ -351,10 +357,10 @@ async fn request_options_no_retry_returns_the_401_as_it_is() {
                 .await;
             let credentials = builder(&auth).build().unwrap();
 
-            let payment = Payment::to(&api).options(RequestOptions::new().no_retry());
+            let payment = Payment::to(&api).options(RequestOptions::new().no_replay());
             let answer = adapter.send(&credentials, payment).await;
             answer.assert_intact(401, &api, case.body(), &format!("{case:?}"));
-            assert_eq!(credentials.stats().retried_requests, 0, "{at}");
+            assert_eq!(credentials.stats().replayed_requests, 0, "{at}");
             assert_next_token(&credentials, case, &at).await;
             verify(auth, api).await;
         }

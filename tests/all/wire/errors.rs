@@ -97,7 +97,7 @@ fn cases() -> Vec<Case> {
         ("invalid_scope", OAuthErrorCode::InvalidScope),
         (
             "access_denied_by_policy",
-            OAuthErrorCode::Other("access_denied_by_policy".to_owned()),
+            OAuthErrorCode::Other("access_denied_by_policy".into()),
         ),
     ];
     for (wire, code) in codes {
@@ -216,7 +216,7 @@ fn cases() -> Vec<Case> {
                     200,
                     serde_json::json!({"access_token": "tok-leak-typed", "token_type": token_type, "expires_in": 3600}),
                 ),
-                invalid(InvalidResponse::UnsupportedTokenType(token_type.to_owned())),
+                invalid(InvalidResponse::UnsupportedTokenType(token_type.into())),
             )
             .mentions(&[token_type]),
         );

@@ -138,7 +138,12 @@ async fn token_request_wire_format_for_basic_and_post() {
             .client_id(ODD_ID)
             .client_secret(ODD_SECRET)
             .auth_method(case.method)
-            .scopes(case.scopes.iter().copied());
+            .scopes(
+                case.scopes
+                    .iter()
+                    .copied()
+                    .collect::<client_credentials::Scopes>(),
+            );
         for (k, v) in case.params {
             builder = builder.param(*k, *v);
         }
@@ -246,15 +251,17 @@ async fn repeated_parameters_and_duplicate_scopes() {
         .mount(&auth)
         .await;
     let credentials = crate::support::builder(&auth)
-        .scope("a")
-        .scopes(["b", "a"])
+        // `scopes` replaces what was set before (as `RequestOptions::scopes` does).
+        .scopes("replaced")
+        .scopes(["a", "b", "a"])
         .param("resource", "https://one.example/")
         .param("resource", "https://two.example/")
         .build()
         .unwrap();
     credentials.access_token().await.unwrap();
     let request = only_request(&auth).await;
-    // RFC 8707 allows several `resource` parameters; scopes are sent once each, in order.
+    // RFC 8707 allows several `resource` parameters; scopes are sent once each, in order, the
+    // ones set by the last call only.
     let raw: Vec<(String, String)> = form_urlencoded::parse(&request.body).into_owned().collect();
     let resources: Vec<&str> = raw
         .iter()

@@ -5,10 +5,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use client_credentials::{
-    parse_token_response, AccessToken, AuthMethod, ClientCredentials, ClientSecret, ConfigError,
-    Error, RequestOptions, RetryPolicy, Scopes, Token,
+    AccessToken, AuthMethod, ClientCredentials, ClientSecret, ConfigError, Error, RequestOptions,
+    RetryPolicy, Scopes, Token,
 };
-use http::{HeaderValue, StatusCode};
+use http::StatusCode;
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -57,9 +57,9 @@ async fn debug_of_every_public_type_hides_secret_and_tokens() {
         .token_url(token_url(&auth))
         .client_id(ODD_ID)
         .client_secret(SECRET)
-        .scope("accounts.read")
+        .scopes("accounts.read")
         .param("audience", "https://api.example.com/")
-        .tenant_id("acme");
+        .tenant_id(client_credentials::TenantId::from_static("acme"));
     let shown = debug_both(&builder);
     assert!(shown.contains("ClientCredentialsBuilder"), "{shown}");
     assert_clean(&shown, "ClientCredentialsBuilder");
@@ -127,16 +127,15 @@ async fn debug_of_every_public_type_hides_secret_and_tokens() {
         "RequestOptions",
         debug_both(
             &RequestOptions::new()
-                .tenant_id(HeaderValue::from_static("acme"))
+                .tenant_id(client_credentials::TenantId::from_static("acme"))
                 .scopes(Scopes::new(["payments.write"]))
-                .no_retry(),
+                .no_replay(),
         ),
     ));
     printed.push(("RetryPolicy", debug_both(&RetryPolicy::default())));
     printed.push(("AuthMethod", debug_both(&AuthMethod::ClientSecretPost)));
 
     // Errors: every variant that can be produced from outside, and their messages.
-    let endpoint = "https://auth.example.com/oauth2/token";
     let answers: Vec<(StatusCode, String)> = vec![
         (
             StatusCode::OK,
@@ -159,8 +158,22 @@ async fn debug_of_every_public_type_hides_secret_and_tokens() {
         (StatusCode::SERVICE_UNAVAILABLE, "tok-leak-503".to_owned()),
     ];
     for (status, body) in &answers {
-        let error = parse_token_response(endpoint, *status, None, body.as_bytes()).unwrap_err();
-        printed.push(("Error (parsed)", everything_printed(&error)));
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(status.as_u16()).set_body_string(body))
+            .mount(&server)
+            .await;
+        let error = ClientCredentials::builder()
+            .token_url(token_url(&server))
+            .client_id(ODD_ID)
+            .client_secret(SECRET)
+            .retry_policy(RetryPolicy::no_retry())
+            .build()
+            .unwrap()
+            .access_token()
+            .await
+            .unwrap_err();
+        printed.push(("Error (answered)", everything_printed(&error)));
     }
     let transport = ClientCredentials::builder()
         .token_url(refused_url())
@@ -175,7 +188,7 @@ async fn debug_of_every_public_type_hides_secret_and_tokens() {
     let again = transport.access_token().await.unwrap_err();
     assert!(matches!(again, Error::BackingOff { .. }), "{again:?}");
     printed.push(("Error::BackingOff", everything_printed(&again)));
-    let source = Error::source(std::io::Error::other("vault unavailable"));
+    let source = Error::from_source(std::io::Error::other("vault unavailable"));
     printed.push(("Error::Source", everything_printed(&source)));
     for bad in [
         ClientCredentials::builder()
@@ -184,13 +197,7 @@ async fn debug_of_every_public_type_hides_secret_and_tokens() {
             .client_secret(SECRET)
             .build()
             .unwrap_err(),
-        ClientCredentials::builder()
-            .token_url("https://auth.example.com/token")
-            .client_id(ODD_ID)
-            .client_secret(SECRET)
-            .tenant_id("bad\ntenant")
-            .build()
-            .unwrap_err(),
+        client_credentials::TenantId::new("bad\ntenant").unwrap_err(),
     ] {
         assert!(
             matches!(
@@ -280,9 +287,9 @@ async fn trace_level_logs_never_hold_secret_or_tokens() {
         .token_url(token_url(&auth))
         .client_id(ODD_ID)
         .client_secret(SECRET)
-        .scope("accounts.read")
+        .scopes("accounts.read")
         .param("audience", "https://api.example.com/")
-        .tenant_id("acme")
+        .tenant_id(client_credentials::TenantId::from_static("acme"))
         .build()
         .unwrap();
     let api_client = client(&credentials);
@@ -298,7 +305,7 @@ async fn trace_level_logs_never_hold_secret_or_tokens() {
             .status(),
         200
     );
-    assert_eq!(credentials.stats().retried_requests, 1);
+    assert_eq!(credentials.stats().replayed_requests, 1);
 
     // 2. Token endpoint failures: an OAuth error (client_secret_post, so the secret is in the
     // form body) and a 500 retried twice.
@@ -364,7 +371,7 @@ async fn trace_level_logs_never_hold_secret_or_tokens() {
         "token_request",
         "token fetched",
         "token rejected by the API",
-        "retrying the rejected request",
+        "replaying the rejected request",
         "token request failed",
         "invalid_client",
         "unsupported token_type",

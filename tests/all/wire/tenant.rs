@@ -2,7 +2,6 @@
 //! for, with the per-request option taking precedence.
 
 use client_credentials::{RequestOptions, X_TENANT_ID};
-use http::HeaderValue;
 use wiremock::matchers::{header, method};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
@@ -65,15 +64,16 @@ async fn tenant_header_present_exactly_when_configured() {
             .await;
         let mut b = builder(&auth);
         if let Some(t) = case.configured {
-            b = b.tenant_id(t);
+            b = b.tenant_id(client_credentials::TenantId::from_static(t));
         }
         let credentials = b.build().unwrap();
         let client = client(&credentials);
         for _ in 0..2 {
             let mut request = client.get(format!("{}/v1/accounts", api.uri()));
             if let Some(t) = case.per_request {
-                request = request
-                    .with_extension(RequestOptions::new().tenant_id(HeaderValue::from_static(t)));
+                request = request.with_extension(
+                    RequestOptions::new().tenant_id(client_credentials::TenantId::from_static(t)),
+                );
             }
             assert_eq!(request.send().await.unwrap().status(), 200, "{name}");
         }
@@ -106,12 +106,17 @@ async fn per_request_override_does_not_stick() {
         .respond_with(ResponseTemplate::new(200))
         .mount(&api)
         .await;
-    let credentials = builder(&auth).tenant_id("acme").build().unwrap();
+    let credentials = builder(&auth)
+        .tenant_id(client_credentials::TenantId::from_static("acme"))
+        .build()
+        .unwrap();
     let client = client(&credentials);
     let url = format!("{}/v1/accounts", api.uri());
     client
         .get(&url)
-        .with_extension(RequestOptions::new().tenant_id(HeaderValue::from_static("globex")))
+        .with_extension(
+            RequestOptions::new().tenant_id(client_credentials::TenantId::from_static("globex")),
+        )
         .send()
         .await
         .unwrap();
@@ -148,7 +153,10 @@ async fn tenant_header_is_on_the_retried_request_too() {
         .expect(1)
         .mount(&api)
         .await;
-    let credentials = builder(&auth).tenant_id("acme").build().unwrap();
+    let credentials = builder(&auth)
+        .tenant_id(client_credentials::TenantId::from_static("acme"))
+        .build()
+        .unwrap();
     let response = client(&credentials)
         .get(format!("{}/v1/accounts", api.uri()))
         .send()

@@ -15,7 +15,7 @@
 //! let credentials = ClientCredentials::builder()
 //!     .client_id(std::env::var("CLIENT_ID")?)
 //!     .client_secret(std::env::var("CLIENT_SECRET")?)
-//!     .scope("idp_api")
+//!     .scopes("idp_api")
 //!     .discover("https://login.example.com")
 //!     .await?
 //!     .build()?;
@@ -32,11 +32,11 @@ use http::StatusCode;
 use serde::Deserialize;
 use url::Url;
 
-use crate::config::check_token_url;
+use super::url::check;
 use crate::endpoint::{
-    endpoint_label, no_redirect_client, read_limited, ReadError, DEFAULT_MAX_RESPONSE_BYTES,
-    DEFAULT_REQUEST_TIMEOUT,
+    read_limited, ReadError, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_REQUEST_TIMEOUT,
 };
+use crate::text::{shown, unparsed_url_label, url_label as endpoint_label};
 use crate::{AuthMethod, ClientCredentialsBuilder, ConfigError};
 
 /// The OpenID Connect Discovery 1.0 well-known suffix.
@@ -100,6 +100,10 @@ pub enum DiscoveryError {
         /// The timeout that elapsed.
         timeout: Duration,
     },
+    /// The builder's settings do not allow discovery: its
+    /// [`http_client`](ClientCredentialsBuilder::http_client) could not be built.
+    #[error(transparent)]
+    Config(ConfigError),
     /// The connection failed (refused, reset, DNS, TLS) or the body could not be read.
     #[error("metadata URL {url} could not be reached")]
     Transport {
@@ -154,25 +158,20 @@ impl fmt::Display for InvalidDocument {
             Self::IssuerMismatch { expected, found } => write!(
                 f,
                 "`issuer` is `{}`, not `{}`",
-                shorten(found).escape_debug(),
-                expected.escape_debug()
+                shown(found),
+                shown(expected)
             ),
             Self::NoSupportedAuthMethod { offered } => {
-                let offered: Vec<String> = offered.iter().take(8).map(|m| shorten(m)).collect();
+                let offered: Vec<&str> = offered.iter().take(8).map(String::as_str).collect();
                 write!(
                     f,
-                    "`token_endpoint_auth_methods_supported` offers neither client_secret_basic \
-                     nor client_secret_post ({})",
-                    offered.join(", ").escape_debug()
+                    "`token_endpoint_auth_methods_supported` offers no method this crate \
+                     implements ({})",
+                    shown(&offered.join(", "))
                 )
             }
         }
     }
-}
-
-/// Server text, bounded so a hostile document cannot flood logs.
-fn shorten(s: &str) -> String {
-    s.chars().take(100).collect()
 }
 
 fn list_attempts(tried: &[(String, StatusCode)]) -> String {
@@ -216,17 +215,12 @@ fn parse_issuer(issuer: &str, allow_insecure_http: bool) -> Result<Url, Discover
         issuer: shown,
         reason,
     };
-    let url =
-        Url::parse(issuer.trim()).map_err(|e| invalid(issuer_shown(issuer), e.to_string()))?;
+    let url = Url::parse(issuer.trim())
+        .map_err(|e| invalid(unparsed_url_label(issuer), e.to_string()))?;
     let shown = endpoint_label(&url);
-    check_token_url(&url, allow_insecure_http)
-        .map_err(|e| invalid(shown.clone(), e.to_string()))?;
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(invalid(
-            shown,
-            "an issuer has no query or fragment (RFC 8414 §2)".to_owned(),
-        ));
-    }
+    // An issuer has no query or fragment (RFC 8414 §2).
+    check(&url, allow_insecure_http, true)
+        .map_err(|problem| invalid(shown.clone(), problem.reason().to_owned()))?;
     if url.path().contains("/.well-known/") {
         return Err(invalid(
             shown,
@@ -235,18 +229,6 @@ fn parse_issuer(issuer: &str, allow_insecure_http: bool) -> Result<Url, Discover
         ));
     }
     Ok(url)
-}
-
-/// What may be shown of an issuer that did not parse: nothing after `?` or `#`, no user info.
-fn issuer_shown(issuer: &str) -> String {
-    let cut = issuer.split(['?', '#']).next().unwrap_or("");
-    let cut = match (cut.find("://"), cut.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            format!("{}{}", &cut[..scheme_end + 3], &cut[at + 1..])
-        }
-        _ => cut.to_owned(),
-    };
-    shorten(&cut)
 }
 
 /// `issuer` values compared as RFC 8414 §3.3 asks, except that a trailing `/` is ignored
@@ -270,23 +252,24 @@ struct Fetcher {
 impl Fetcher {
     async fn fetch(&self, url: &Url) -> Result<Fetched, DiscoveryError> {
         let shown = endpoint_label(url);
-        match tokio::time::timeout(self.timeout, self.send(url, &shown)).await {
-            Ok(result) => result,
-            Err(_) => Err(DiscoveryError::Timeout {
-                url: shown,
-                timeout: self.timeout,
-            }),
-        }
-    }
-
-    async fn send(&self, url: &Url, shown: &str) -> Result<Fetched, DiscoveryError> {
-        let transport = |e: reqwest::Error| DiscoveryError::Transport {
-            url: shown.to_owned(),
-            source: e.without_url(),
+        let shown = shown.as_str();
+        let transport = |e: reqwest::Error| {
+            if e.is_timeout() {
+                DiscoveryError::Timeout {
+                    url: shown.to_owned(),
+                    timeout: self.timeout,
+                }
+            } else {
+                DiscoveryError::Transport {
+                    url: shown.to_owned(),
+                    source: e.without_url(),
+                }
+            }
         };
         let mut response = self
             .client
             .get(url.clone())
+            .timeout(self.timeout)
             .header(ACCEPT, "application/json")
             .send()
             .await
@@ -380,17 +363,16 @@ impl ClientCredentialsBuilder {
     /// # }
     /// ```
     pub async fn discover(mut self, issuer: &str) -> Result<Self, DiscoveryError> {
-        let issuer = parse_issuer(issuer, self.allow_insecure_http)?;
-        let timeout = self.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT);
-        // Same rule as the token request: a redirect is never followed.
-        let client = no_redirect_client().map_err(|e| DiscoveryError::Transport {
-            url: endpoint_label(&issuer),
-            source: e.without_url(),
-        })?;
+        let issuer = parse_issuer(issuer, self.source.allow_insecure_http)?;
+        // Same client and rules as the token request: a redirect is never followed.
         let fetcher = Fetcher {
-            client,
-            timeout,
+            client: self.source.client().map_err(DiscoveryError::Config)?,
+            timeout: self
+                .source
+                .request_timeout
+                .unwrap_or(DEFAULT_REQUEST_TIMEOUT),
             limit: self
+                .source
                 .max_response_bytes
                 .unwrap_or(DEFAULT_MAX_RESPONSE_BYTES),
         };
@@ -414,8 +396,8 @@ impl ClientCredentialsBuilder {
                         auth_method = method.as_str(),
                         "discovered the token endpoint"
                     );
-                    self.token_url = Some(token_url.to_string());
-                    self.auth_method = Some(method);
+                    self.source.token_url = Some(token_url.to_string());
+                    self.source.auth_method = Some(method);
                     return Ok(self);
                 }
             }
@@ -442,13 +424,10 @@ impl ClientCredentialsBuilder {
         let raw = metadata
             .token_endpoint
             .ok_or(InvalidDocument::MissingTokenEndpoint)?;
-        let token_url = Url::parse(raw.trim()).map_err(|e| {
-            InvalidDocument::InvalidTokenEndpoint(ConfigError::InvalidTokenUrl(e.to_string()))
-        })?;
-        check_token_url(&token_url, self.allow_insecure_http)
+        let token_url = super::url::token_url(&raw, self.source.allow_insecure_http)
             .map_err(InvalidDocument::InvalidTokenEndpoint)?;
         let method = match (
-            self.auth_method,
+            self.source.auth_method,
             metadata.token_endpoint_auth_methods_supported,
         ) {
             (Some(chosen), _) => chosen,
@@ -462,20 +441,15 @@ impl ClientCredentialsBuilder {
     }
 }
 
-/// `client_secret_basic` when offered (or when nothing is said: the RFC 8414 §2 default),
-/// else `client_secret_post`, else none.
+/// The first method this crate implements, in its order of preference, that the server
+/// offers (when it says nothing: `client_secret_basic`, the RFC 8414 §2 default).
 fn choose_auth_method(offered: Option<&[String]>) -> Option<AuthMethod> {
     let Some(offered) = offered else {
         return Some(AuthMethod::ClientSecretBasic);
     };
-    let has = |m: AuthMethod| offered.iter().any(|o| o == m.as_str());
-    if has(AuthMethod::ClientSecretBasic) {
-        Some(AuthMethod::ClientSecretBasic)
-    } else if has(AuthMethod::ClientSecretPost) {
-        Some(AuthMethod::ClientSecretPost)
-    } else {
-        None
-    }
+    AuthMethod::ALL
+        .into_iter()
+        .find(|m| offered.iter().any(|o| o == m.as_str()))
 }
 
 #[cfg(test)]
@@ -572,7 +546,6 @@ mod tests {
             assert!(!err.to_string().contains("pw"), "{err}");
         }
         assert!(parse_issuer("http://auth.example.com", true).is_ok());
-        assert_eq!(issuer_shown("https://u:pw@host/x?q#f"), "https://host/x");
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //!     .aws_cognito("my-domain", "eu-south-2")?
 //!     .client_id("my-app-client")
 //!     .client_secret(std::env::var("CLIENT_SECRET").unwrap_or_default())
-//!     .scope("https://api.example.com/accounts.read")
+//!     .scopes("https://api.example.com/accounts.read")
 //!     .build()?;
 //! # let _ = credentials;
 //! # Ok::<(), client_credentials::ConfigError>(())
@@ -21,6 +21,7 @@
 
 use url::Url;
 
+use super::url::base_url;
 use crate::{ClientCredentialsBuilder, ConfigError};
 
 /// The Cognito token path, on the prefix domain and on custom domains alike.
@@ -59,11 +60,13 @@ impl ClientCredentialsBuilder {
     /// roughly USD 2.16. Without a cache, every API call is a token request: an instance making
     /// 10 calls a second would make 864,000 token requests a day (about USD 1,944 a day).
     /// Several instances each keep their own cache, so the count is per instance; a
-    /// [`token_source`](Self::token_source) in front of a shared store brings it down further.
+    /// [`ClientCredentials::from_source`](crate::ClientCredentials::from_source) in front of a
+    /// shared store brings it down further.
     ///
     /// # Errors
     ///
-    /// [`ConfigError::InvalidTokenUrl`] for a prefix or region with other characters.
+    /// [`ConfigError::InvalidCognitoDomainPrefix`] or [`ConfigError::InvalidAwsRegion`] for a
+    /// prefix or region with other characters.
     ///
     /// # Example
     ///
@@ -106,12 +109,13 @@ impl ClientCredentialsBuilder {
     /// # Ok::<(), client_credentials::ConfigError>(())
     /// ```
     pub fn aws_cognito_domain(self, domain: &str) -> Result<Self, ConfigError> {
-        let url = parse_base(domain, "Cognito domain")?;
+        let url = base_url(domain, "Cognito domain")?;
         let path = url.path().trim_end_matches('/');
         if !(path.is_empty() || path == COGNITO_TOKEN_PATH) {
             return Err(ConfigError::InvalidTokenUrl(format!(
-                "Cognito domain `{}`: expected a host or base URL, not the path `{path}`",
-                crate::endpoint::endpoint_label(&url)
+                "Cognito domain `{}`: expected a host or base URL, not the path `{}`",
+                crate::text::url_label(&url),
+                crate::text::shown(path)
             )));
         }
         Ok(self.token_url(token_url(&url, "", COGNITO_TOKEN_PATH)))
@@ -153,14 +157,14 @@ impl ClientCredentialsBuilder {
     ///     .duende("https://prod.personifyauth.com")?
     ///     .client_id("my-client")
     ///     .client_secret(std::env::var("CLIENT_SECRET").unwrap_or_default())
-    ///     .scope("idp_api")
-    ///     .tenant_id("acme")
+    ///     .scopes("idp_api")
+    ///     .tenant_id(client_credentials::TenantId::from_static("acme"))
     ///     .build()?;
     /// # let _ = credentials;
     /// # Ok::<(), client_credentials::ConfigError>(())
     /// ```
     pub fn duende(self, authority: &str) -> Result<Self, ConfigError> {
-        let url = parse_base(authority, "IdentityServer authority")?;
+        let url = base_url(authority, "IdentityServer authority")?;
         let path = url.path().trim_end_matches('/');
         let base = path.strip_suffix(DUENDE_TOKEN_PATH).unwrap_or(path);
         Ok(self.token_url(token_url(&url, base, DUENDE_TOKEN_PATH)))
@@ -174,41 +178,6 @@ fn token_url(url: &Url, base: &str, suffix: &str) -> String {
     out.to_string()
 }
 
-/// A host or base URL: a host alone is taken as HTTPS. No query, fragment or user info.
-fn parse_base(input: &str, what: &str) -> Result<Url, ConfigError> {
-    let input = input.trim();
-    let with_scheme = if input.contains("://") {
-        input.to_owned()
-    } else {
-        format!("https://{input}")
-    };
-    // Show only what cannot hold a secret: scheme, host, port and path.
-    let invalid = |url: Option<&Url>, reason: &str| {
-        let shown = match url {
-            Some(url) => crate::endpoint::endpoint_label(url),
-            None => "(unparsable)".to_owned(),
-        };
-        ConfigError::InvalidTokenUrl(format!("{what} `{shown}`: {reason}"))
-    };
-    let url = Url::parse(&with_scheme).map_err(|e| invalid(None, &e.to_string()))?;
-    if !matches!(url.scheme(), "https" | "http") {
-        return Err(invalid(Some(&url), "the scheme must be https"));
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(invalid(Some(&url), "no host"));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(invalid(
-            Some(&url),
-            "credentials in the URL are not allowed",
-        ));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(invalid(Some(&url), "a query or fragment is not allowed"));
-    }
-    Ok(url)
-}
-
 /// A Cognito domain prefix: 1 to 63 of `a-z 0-9 -`, not starting or ending with `-`.
 fn check_cognito_prefix(prefix: &str) -> Result<(), ConfigError> {
     let ok = (1..=63).contains(&prefix.len())
@@ -220,10 +189,9 @@ fn check_cognito_prefix(prefix: &str) -> Result<(), ConfigError> {
     if ok {
         Ok(())
     } else {
-        Err(ConfigError::InvalidTokenUrl(format!(
-            "Cognito domain prefix `{}`: only 1 to 63 lowercase letters, digits and inner hyphens",
-            prefix.chars().take(70).collect::<String>().escape_debug()
-        )))
+        Err(ConfigError::InvalidCognitoDomainPrefix(
+            crate::text::shown(prefix).to_string(),
+        ))
     }
 }
 
@@ -241,10 +209,9 @@ fn check_aws_region(region: &str) -> Result<(), ConfigError> {
     if ok {
         Ok(())
     } else {
-        Err(ConfigError::InvalidTokenUrl(format!(
-            "AWS region `{}`: expected a region name such as us-east-1",
-            region.chars().take(40).collect::<String>().escape_debug()
-        )))
+        Err(ConfigError::InvalidAwsRegion(
+            crate::text::shown(region).to_string(),
+        ))
     }
 }
 
@@ -253,7 +220,7 @@ mod tests {
     use super::*;
 
     fn url_of(b: Result<ClientCredentialsBuilder, ConfigError>) -> Result<String, ConfigError> {
-        b.map(|b| b.token_url.unwrap_or_default())
+        b.map(|b| b.source.token_url.unwrap_or_default())
     }
 
     #[test]
@@ -309,7 +276,7 @@ mod tests {
         for prefix in bad_prefixes {
             let err = url_of(b().aws_cognito(prefix, "us-east-1")).unwrap_err();
             assert!(
-                matches!(err, ConfigError::InvalidTokenUrl(ref m) if m.contains("prefix")),
+                matches!(err, ConfigError::InvalidCognitoDomainPrefix(_)),
                 "{prefix:?}: {err}"
             );
         }
@@ -327,7 +294,7 @@ mod tests {
         for region in bad_regions {
             let err = url_of(b().aws_cognito("my-domain", region)).unwrap_err();
             assert!(
-                matches!(err, ConfigError::InvalidTokenUrl(ref m) if m.contains("region")),
+                matches!(err, ConfigError::InvalidAwsRegion(_)),
                 "{region:?}: {err}"
             );
         }

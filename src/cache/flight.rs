@@ -1,0 +1,370 @@
+//! The slow path: one fetch in flight however many callers miss, invalidation by
+//! compare-and-evict, and the cooldown after failed fetches.
+//!
+//! The fetch runs in a task of its own and publishes its result on a `watch` channel every
+//! waiter subscribes to: a caller that gives up does not cancel it for the others, and a
+//! panicking source unwinds that task only (its guard records the failure).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::fetch::Reason;
+use super::schedule::later;
+use super::{Entry, FetchResult, Slow, TokenCache};
+use crate::Error;
+
+/// What a rejection did to the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Invalidation {
+    /// The rejected token was dropped and a new one is being fetched (or one already replaced
+    /// it): the caller may ask for the token again.
+    Replaced,
+    /// No new token for this rejection: forced refreshes are limited (see the builder's
+    /// `forced_refresh_interval`). The caller gets the rejection as it is.
+    Limited,
+}
+
+impl TokenCache {
+    /// A usable entry, or the result of the fetch in flight or started now.
+    pub(crate) async fn entry(self: &Arc<Self>) -> Result<Arc<Entry>, Error> {
+        let mut rx = {
+            let mut slow = self.lock();
+            let now = Instant::now();
+            if let Some(entry) = self.usable(now) {
+                if !self.is_armed(&slow, &entry) {
+                    // The timer's runtime went away (or none ran): re-arm on this one.
+                    self.install(&mut slow, Arc::clone(&entry));
+                }
+                return Ok(entry);
+            }
+            match slow.inflight.clone() {
+                Some(rx) => rx,
+                None => {
+                    if let Some(error) = backing_off(&slow, now) {
+                        return Err(error);
+                    }
+                    self.counters().cache_misses.fetch_add(1, Ordering::Relaxed);
+                    self.start_fetch(&mut slow, Reason::Demand)?
+                }
+            }
+        };
+        let result = rx
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| Error::SourceAborted)?;
+        match result.as_ref() {
+            Some(result) => result.clone(),
+            None => Err(Error::SourceAborted),
+        }
+    }
+
+    /// Starts the background refresh the timer marked due, unless a fetch is in flight or the
+    /// cache is backing off.
+    pub(super) fn refresh_ahead(self: &Arc<Self>) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            // No runtime to fetch on: leave the due refresh to a lookup inside one.
+            return;
+        }
+        let mut slow = self.lock();
+        if slow.inflight.is_some() || backing_off(&slow, Instant::now()).is_some() {
+            // A failed fetch re-arms the timer for the end of its backoff.
+            return;
+        }
+        self.counters()
+            .refreshes_ahead
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            endpoint = %self.shared.endpoint,
+            scopes = %self.scopes,
+            "refreshing token ahead of expiry"
+        );
+        // A refresh that cannot start (no runtime) leaves the current token in use.
+        let _ = self.start_fetch(&mut slow, Reason::Ahead);
+    }
+
+    /// The API rejected the token of generation `gen`: drops it if it is still the current
+    /// one (compare-and-evict), and starts one new fetch, at most one per forced refresh
+    /// interval.
+    pub(crate) fn invalidate(self: &Arc<Self>, gen: u64) -> Invalidation {
+        let mut slow = self.lock();
+        if self.current.load().as_ref().is_none_or(|e| e.gen != gen) {
+            // Already replaced (or being replaced): the caller simply asks for the token again.
+            return Invalidation::Replaced;
+        }
+        let now = Instant::now();
+        if let Some(last) = slow.last_forced {
+            if now < later(last, self.shared.policy.forced_refresh_interval) {
+                self.counters()
+                    .forced_refreshes_suppressed
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    endpoint = %self.shared.endpoint,
+                    scopes = %self.scopes,
+                    interval = ?self.shared.policy.forced_refresh_interval,
+                    "token rejected again soon after a forced refresh; not fetching another yet"
+                );
+                return Invalidation::Limited;
+            }
+        }
+        slow.last_forced = Some(now);
+        self.counters()
+            .forced_refreshes
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            endpoint = %self.shared.endpoint,
+            scopes = %self.scopes,
+            "token rejected by the API; dropping it and fetching a new one"
+        );
+        self.current.store(None);
+        self.unpublish();
+        self.disarm(&mut slow);
+        if slow.inflight.is_none() && backing_off(&slow, now).is_none() {
+            // No runtime: the next caller's slow path reports it.
+            let _ = self.start_fetch(&mut slow, Reason::Forced);
+        }
+        Invalidation::Replaced
+    }
+
+    fn start_fetch(
+        self: &Arc<Self>,
+        slow: &mut Slow,
+        reason: Reason,
+    ) -> Result<watch::Receiver<FetchResult>, Error> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::SourceAborted)?;
+        let (tx, rx) = watch::channel(None);
+        slow.inflight = Some(rx.clone());
+        let cache = Arc::clone(self);
+        runtime.spawn(async move {
+            let guard = AbortGuard(Some(Arc::clone(&cache)));
+            let outcome = cache.obtain(reason).await;
+            let result = cache.complete(outcome, reason);
+            std::mem::forget(guard);
+            tx.send_replace(Some(result));
+        });
+        Ok(rx)
+    }
+
+    fn complete(
+        self: &Arc<Self>,
+        outcome: Result<(crate::Token, Instant), Error>,
+        reason: Reason,
+    ) -> Result<Arc<Entry>, Error> {
+        let mut slow = self.lock();
+        slow.inflight = None;
+        let result = outcome.and_then(|(token, started)| {
+            Entry::new(token, started, &self.shared.policy, &self.shared.endpoint)
+        });
+        match result {
+            Ok(entry) => {
+                self.counters()
+                    .tokens_fetched
+                    .fetch_add(1, Ordering::Relaxed);
+                slow.failures = 0;
+                slow.retry_not_before = None;
+                slow.last_error = None;
+                self.install(&mut slow, Arc::clone(&entry));
+                Ok(entry)
+            }
+            Err(error) => {
+                self.record_failure(&mut slow, &error, reason);
+                Err(error)
+            }
+        }
+    }
+
+    fn record_failure(self: &Arc<Self>, slow: &mut Slow, error: &Error, reason: Reason) {
+        slow.failures = slow.failures.saturating_add(1);
+        let cooldown = self
+            .shared
+            .policy
+            .retry
+            .cooldown(slow.failures, error.retry_after());
+        let now = Instant::now();
+        let until = later(now, cooldown);
+        slow.retry_not_before = Some(until);
+        slow.last_error = Some(error.clone());
+        tracing::debug!(
+            endpoint = %self.shared.endpoint,
+            reason = reason.as_str(),
+            failures = slow.failures,
+            cooldown = ?cooldown,
+            "token fetch failed; backing off"
+        );
+        // A refresh that failed while the current token is still usable is tried again when
+        // the backoff ends (the timer sets the "refresh due" bit then).
+        if let Some(entry) = self.usable(now) {
+            let again = until.min(entry.use_until);
+            self.arm(slow, &entry, again);
+        }
+    }
+}
+
+/// The error callers without a token get while the cache backs off after failed fetches.
+fn backing_off(slow: &Slow, now: Instant) -> Option<Error> {
+    let until = slow.retry_not_before?;
+    if now >= until {
+        return None;
+    }
+    let last = slow.last_error.clone()?;
+    Some(Error::BackingOff {
+        retry_in: until - now,
+        last: Arc::new(last),
+    })
+}
+
+/// Clears the in-flight fetch if its task ends without completing (a panic in the source, or
+/// the runtime shutting down), so later callers start a new fetch instead of waiting forever.
+struct AbortGuard(Option<Arc<TokenCache>>);
+
+impl Drop for AbortGuard {
+    fn drop(&mut self) {
+        if let Some(cache) = self.0.take() {
+            let mut slow = cache.lock();
+            slow.inflight = None;
+            tracing::error!(
+                endpoint = %cache.shared.endpoint,
+                "token source panicked or its task was cancelled"
+            );
+            cache.record_failure(&mut slow, &Error::SourceAborted, Reason::Demand);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::testing::{cache_with, cache_with_policy, settle, Counting, Scripted};
+    use super::*;
+    use crate::policy::{CachePolicy, RetryPolicy};
+
+    /// Single flight: a thousand concurrent misses share one fetch.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_misses_share_one_fetch() {
+        let (cache, source) = cache_with(Counting::slow(
+            Duration::from_secs(3600),
+            Duration::from_millis(50),
+        ));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..1_000 {
+            let cache = Arc::clone(&cache);
+            tasks.spawn(async move { cache.entry().await.map(|e| e.gen) });
+        }
+        let mut gens = std::collections::HashSet::new();
+        while let Some(gen) = tasks.join_next().await {
+            gens.insert(gen.unwrap().unwrap());
+        }
+        assert_eq!(gens.len(), 1);
+        assert_eq!(source.calls(), 1);
+        assert_eq!(cache.shared.counters.snapshot().cache_misses, 1);
+    }
+
+    /// Compare-and-evict: a rejection of a token that was already replaced drops nothing.
+    #[tokio::test(start_paused = true)]
+    async fn only_the_current_token_is_evicted() {
+        let policy = CachePolicy {
+            forced_refresh_interval: Duration::ZERO,
+            ..CachePolicy::default()
+        };
+        let (cache, source) = cache_with_policy(Counting::new(Duration::from_secs(3600)), policy);
+        let first = cache.entry().await.unwrap();
+        assert_eq!(cache.invalidate(first.gen), Invalidation::Replaced);
+        let second = cache.entry().await.unwrap();
+        assert_ne!(second.gen, first.gen);
+        assert_eq!(source.calls(), 2);
+        // The old token rejected again (a request that was in flight): nothing is dropped.
+        assert_eq!(cache.invalidate(first.gen), Invalidation::Replaced);
+        settle().await;
+        assert_eq!(cache.entry().await.unwrap().gen, second.gen);
+        assert_eq!(source.calls(), 2);
+        assert_eq!(cache.shared.counters.snapshot().forced_refreshes, 1);
+    }
+
+    /// At most one forced refresh per interval; the interval's end allows the next.
+    #[tokio::test(start_paused = true)]
+    async fn forced_refreshes_are_limited_per_interval() {
+        let (cache, source) = cache_with(Counting::new(Duration::from_secs(3600)));
+        let first = cache.entry().await.unwrap();
+        assert_eq!(cache.invalidate(first.gen), Invalidation::Replaced);
+        let second = cache.entry().await.unwrap();
+        assert_eq!(cache.invalidate(second.gen), Invalidation::Limited);
+        assert_eq!(cache.entry().await.unwrap().gen, second.gen, "kept");
+        tokio::time::advance(crate::DEFAULT_FORCED_REFRESH_INTERVAL).await;
+        assert_eq!(cache.invalidate(second.gen), Invalidation::Replaced);
+        assert_ne!(cache.entry().await.unwrap().gen, second.gen);
+        assert_eq!(source.calls(), 3);
+        let stats = cache.shared.counters.snapshot();
+        assert_eq!(
+            (stats.forced_refreshes, stats.forced_refreshes_suppressed),
+            (2, 1)
+        );
+    }
+
+    /// After a failed fetch, callers get the error at once until the cooldown passes; then one
+    /// new fetch.
+    #[tokio::test(start_paused = true)]
+    async fn failures_back_off_then_one_fetch_tries_again() {
+        let policy = CachePolicy {
+            retry: RetryPolicy::no_retry()
+                .initial_backoff(Duration::from_secs(1))
+                .max_backoff(Duration::from_secs(1)),
+            ..CachePolicy::default()
+        };
+        let source = Scripted::new(vec![Scripted::transient(), Scripted::ok("t")]);
+        let (cache, source) = cache_with_policy(source, policy);
+        assert!(cache.entry().await.is_err());
+        match cache.entry().await {
+            Err(Error::BackingOff { retry_in, last }) => {
+                assert!(retry_in <= Duration::from_secs(1));
+                assert!(last.is_transient());
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(source.calls(), 1);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(cache.entry().await.unwrap().token.secret(), "t");
+        assert_eq!(source.calls(), 2);
+    }
+
+    /// A source that panics fails its waiters with `SourceAborted` and does not leave the
+    /// cache waiting forever.
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_source_fails_its_waiters_and_backs_off() {
+        let policy = CachePolicy {
+            retry: RetryPolicy::no_retry().initial_backoff(Duration::from_secs(1)),
+            ..CachePolicy::default()
+        };
+        let source = Scripted::new(vec![Scripted::panic(), Scripted::ok("t")]);
+        let (cache, _) = cache_with_policy(source, policy);
+        assert!(matches!(cache.entry().await, Err(Error::SourceAborted)));
+        assert!(matches!(cache.entry().await, Err(Error::BackingOff { .. })));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(cache.entry().await.is_ok());
+    }
+
+    /// The refresh the timer marked due runs in the background: hits keep getting the
+    /// current token until the new one lands.
+    #[tokio::test(start_paused = true)]
+    async fn a_due_refresh_runs_in_the_background() {
+        let (cache, source) = cache_with(Counting::slow(
+            Duration::from_secs(100),
+            Duration::from_secs(1),
+        ));
+        let first = cache.entry().await.unwrap();
+        tokio::time::advance(Duration::from_secs(75)).await;
+        settle().await;
+        let during = cache
+            .cached()
+            .expect("the current token while the refresh runs");
+        assert_eq!(during.gen, first.gen);
+        assert_eq!(cache.shared.counters.snapshot().refreshes_ahead, 1);
+        settle().await; // the fetch task starts its one-second answer
+        tokio::time::advance(Duration::from_secs(1)).await;
+        settle().await;
+        assert_ne!(cache.cached().unwrap().gen, first.gen);
+        assert_eq!(source.calls(), 2);
+    }
+}

@@ -1,0 +1,216 @@
+//! How the client proves who it is to the token endpoint (RFC 6749 §2.3; OpenID Connect's
+//! `token_endpoint_auth_method`).
+//!
+//! One concept, one type: [`ClientAuth`] holds everything the token request needs to
+//! authenticate the client, and [`ClientAuth::authenticate`] adds it to one token request (the
+//! form, the headers). A new method is a new variant and a new arm here; the token request
+//! itself does not change.
+
+use std::fmt;
+
+use base64::Engine as _;
+use http::header::AUTHORIZATION;
+use http::{HeaderMap, HeaderValue};
+
+use crate::ClientSecret;
+
+/// How the client authenticates to the token endpoint (RFC 6749 §2.3, OpenID Connect
+/// `token_endpoint_auth_method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum AuthMethod {
+    /// `client_secret_basic`: `Authorization: Basic base64(id ":" secret)`, each part
+    /// form-urlencoded first (RFC 6749 §2.3.1). The default: every server must support it.
+    #[default]
+    ClientSecretBasic,
+    /// `client_secret_post`: `client_id` and `client_secret` in the form body.
+    ClientSecretPost,
+}
+
+impl AuthMethod {
+    /// The method's registered name (`client_secret_basic`, `client_secret_post`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::ClientSecretBasic => "client_secret_basic",
+            Self::ClientSecretPost => "client_secret_post",
+        }
+    }
+
+    /// Reads a registered name; `None` for a method this crate does not implement.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "client_secret_basic" => Some(Self::ClientSecretBasic),
+            "client_secret_post" => Some(Self::ClientSecretPost),
+            _ => None,
+        }
+    }
+
+    /// Every method this crate implements, in the order discovery prefers them.
+    pub(crate) const ALL: [AuthMethod; 2] = [Self::ClientSecretBasic, Self::ClientSecretPost];
+}
+
+/// The client's credentials and how they are presented.
+#[derive(Clone)]
+pub(crate) enum ClientAuth {
+    SecretBasic {
+        client_id: String,
+        secret: ClientSecret,
+        form_encode: bool,
+    },
+    SecretPost {
+        client_id: String,
+        secret: ClientSecret,
+    },
+}
+
+/// The parts of one token request that authentication adds to.
+pub(crate) struct TokenRequest<'a> {
+    pub(crate) form: &'a mut form_urlencoded::Serializer<'static, String>,
+    pub(crate) headers: &'a mut HeaderMap,
+}
+
+impl ClientAuth {
+    /// The method's registered name.
+    #[cfg(test)]
+    pub(crate) fn method(&self) -> AuthMethod {
+        match self {
+            Self::SecretBasic { .. } => AuthMethod::ClientSecretBasic,
+            Self::SecretPost { .. } => AuthMethod::ClientSecretPost,
+        }
+    }
+
+    /// Adds what authenticates the client to one token request.
+    pub(crate) fn authenticate(&self, request: TokenRequest<'_>) {
+        match self {
+            Self::SecretBasic {
+                client_id,
+                secret,
+                form_encode,
+            } => {
+                request
+                    .headers
+                    .insert(AUTHORIZATION, basic_header(client_id, secret, *form_encode));
+            }
+            Self::SecretPost { client_id, secret } => {
+                request.form.append_pair("client_id", client_id);
+                request
+                    .form
+                    .append_pair("client_secret", secret.expose_secret());
+            }
+        }
+    }
+}
+
+impl fmt::Debug for ClientAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::SecretBasic {
+                client_id,
+                form_encode,
+                ..
+            } => f
+                .debug_struct("ClientSecretBasic")
+                .field("client_id", client_id)
+                .field("client_secret", &"[redacted]")
+                .field("form_encode", form_encode)
+                .finish(),
+            Self::SecretPost { client_id, .. } => f
+                .debug_struct("ClientSecretPost")
+                .field("client_id", client_id)
+                .field("client_secret", &"[redacted]")
+                .finish(),
+        }
+    }
+}
+
+/// `Basic base64(urlencode(id) ":" urlencode(secret))`, marked sensitive.
+fn basic_header(client_id: &str, secret: &ClientSecret, form_encode: bool) -> HeaderValue {
+    let credentials = zeroize::Zeroizing::new(if form_encode {
+        // RFC 6749 §2.3.1: id and secret are encoded with application/x-www-form-urlencoded
+        // before they are joined, so a ':' in the id cannot be misread as the separator.
+        format!(
+            "{}:{}",
+            form_urlencoded::byte_serialize(client_id.as_bytes()).collect::<String>(),
+            form_urlencoded::byte_serialize(secret.expose_secret().as_bytes()).collect::<String>()
+        )
+    } else {
+        format!("{}:{}", client_id, secret.expose_secret())
+    });
+    let encoded = zeroize::Zeroizing::new(format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(credentials.as_bytes())
+    ));
+    let mut value = HeaderValue::from_str(&encoded)
+        // Base64 output and the "Basic " prefix are always visible ASCII.
+        .unwrap_or_else(|_| HeaderValue::from_static("Basic"));
+    value.set_sensitive(true);
+    value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_header_encodes_per_rfc6749() {
+        let secret = ClientSecret::new("p@ss:w/rd+%");
+        let value = basic_header("id:1 x", &secret, true);
+        assert!(value.is_sensitive());
+        let encoded = value.to_str().unwrap().strip_prefix("Basic ").unwrap();
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .unwrap();
+        assert_eq!(decoded, b"id%3A1+x:p%40ss%3Aw%2Frd%2B%25");
+        let raw = basic_header("id", &secret, false);
+        let encoded = raw.to_str().unwrap().strip_prefix("Basic ").unwrap();
+        assert_eq!(
+            base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .unwrap(),
+            b"id:p@ss:w/rd+%"
+        );
+    }
+
+    #[test]
+    fn each_method_adds_its_part_to_the_request() {
+        let secret = ClientSecret::new("s");
+        let cases = [
+            (
+                ClientAuth::SecretBasic {
+                    client_id: "id".into(),
+                    secret: secret.clone(),
+                    form_encode: true,
+                },
+                "",
+                true,
+            ),
+            (
+                ClientAuth::SecretPost {
+                    client_id: "id".into(),
+                    secret,
+                },
+                "client_id=id&client_secret=s",
+                false,
+            ),
+        ];
+        for (auth, form_expected, has_header) in cases {
+            let mut form = form_urlencoded::Serializer::new(String::new());
+            let mut headers = HeaderMap::new();
+            auth.authenticate(TokenRequest {
+                form: &mut form,
+                headers: &mut headers,
+            });
+            assert_eq!(form.finish(), form_expected, "{:?}", auth.method());
+            assert_eq!(headers.contains_key(AUTHORIZATION), has_header);
+            assert!(!format!("{auth:?}").contains("\"s\""));
+        }
+    }
+
+    #[test]
+    fn method_names_round_trip() {
+        for method in AuthMethod::ALL {
+            assert_eq!(AuthMethod::parse(method.as_str()), Some(method));
+        }
+        assert_eq!(AuthMethod::parse("private_key_jwt"), None);
+    }
+}
