@@ -285,8 +285,8 @@ fn report(group: &str, baseline: &str, others: &[&str], run_started: SystemTime)
 #[cfg(feature = "tower")]
 mod tower_pair {
     use bytes::Bytes;
-    use client_credentials::tower::NoReplay;
     use client_credentials::tower::ClientCredentialsService;
+    use client_credentials::tower::NoReplay;
     use client_credentials::ClientCredentials;
     use http::header::AUTHORIZATION;
     use http::{HeaderValue, Request};

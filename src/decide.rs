@@ -23,7 +23,7 @@
 
 use std::sync::Arc;
 
-use http::header::{HeaderName, AUTHORIZATION};
+use http::header::{HeaderName, AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use url::Url;
 
@@ -156,38 +156,53 @@ impl RequestOptions {
     }
 }
 
-/// Where a request goes, as much as the decisions need of it.
+/// Where a request goes. Read only when a decision needs it (parsing a `Uri`'s authority costs
+/// more than the whole cache hit).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Target<'a> {
-    scheme: Option<&'a str>,
-    host: Option<&'a str>,
-    port: Option<u16>,
+pub(crate) enum Target<'a> {
+    Url(&'a Url),
+    Uri(&'a Uri),
 }
 
 impl<'a> Target<'a> {
     /// A reqwest request's URL.
-    #[cfg_attr(not(feature = "reqwest-middleware"), allow(dead_code))]
     pub(crate) fn url(url: &'a Url) -> Self {
-        Self {
-            scheme: Some(url.scheme()),
-            host: url.host_str(),
-            port: url.port(),
-        }
+        Self::Url(url)
     }
 
     /// An `http::Request`'s URI.
-    #[cfg_attr(not(feature = "tower"), allow(dead_code))]
     pub(crate) fn uri(uri: &'a Uri) -> Self {
-        Self {
-            scheme: uri.scheme_str(),
-            host: uri.host(),
-            port: uri.port_u16(),
-        }
+        Self::Uri(uri)
     }
 
     fn origin(&self) -> Option<Origin> {
-        Origin::from_parts(self.scheme, self.host, self.port)
+        match self {
+            Self::Url(url) => Origin::from_parts(Some(url.scheme()), url.host_str(), url.port()),
+            Self::Uri(uri) => Origin::from_parts(uri.scheme_str(), uri.host(), uri.port_u16()),
+        }
     }
+}
+
+/// What the decisions need of a request's headers, read in one pass (two map lookups cost as
+/// much as the cache hit): whether it has an `Authorization` header of its own, and whether it
+/// is a gRPC call.
+#[inline]
+fn read_headers(headers: &HeaderMap) -> (bool, bool) {
+    // A walk over the names is a slice walk; `iter()` (names and values) costs three times as
+    // much, so the content type's value is looked up only when there is one.
+    let (mut authorization, mut content_type) = (false, false);
+    for name in headers.keys() {
+        if *name == AUTHORIZATION {
+            authorization = true;
+        } else if *name == CONTENT_TYPE {
+            content_type = true;
+        }
+    }
+    let grpc = content_type
+        && headers
+            .get(CONTENT_TYPE)
+            .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"));
+    (authorization, grpc)
 }
 
 /// What the adapter does with an answer.
@@ -212,6 +227,7 @@ pub(crate) struct Exchange<C> {
     credentials: C,
     /// The cache of the request's scope set, when not the configured one.
     other: Option<Arc<TokenCache>>,
+    /// The request's own tenant, when its options name one (else the configured one).
     tenant: Option<HeaderValue>,
     may_replay: bool,
     /// A gRPC call: answered 200 with `grpc-status`, never replayed.
@@ -225,44 +241,55 @@ impl<C: AsRef<ClientCredentials>> Exchange<C> {
     /// The decisions for one request; `None` when it goes out untouched: another origin
     /// than the allowed ones, an `Authorization` header of its own, or
     /// [`RequestOptions::unauthenticated`].
+    #[inline]
     pub(crate) fn begin(
         credentials: C,
         target: Target<'_>,
         headers: &HeaderMap,
         options: Option<&RequestOptions>,
     ) -> Option<Self> {
-        let inner = &credentials.as_ref().inner;
-        if headers.contains_key(AUTHORIZATION) || options.is_some_and(|o| o.unauthenticated) {
+        let (has_authorization, grpc) = read_headers(headers);
+        if has_authorization {
             return None;
         }
-        if let Some(allowed) = &inner.api.allowed_origins {
+        if let Some(allowed) = &credentials.as_ref().inner.api.allowed_origins {
             if !target.origin().is_some_and(|o| allowed.contains(&o)) {
                 return None;
             }
         }
-        let tenant = match options.and_then(|o| o.tenant_id.as_ref()) {
-            Some(t) => Some(t.header().clone()),
-            None => inner.api.tenant.as_ref().map(|t| t.header().clone()),
-        };
-        let other = options
-            .and_then(|o| o.scopes.as_ref())
-            .and_then(|s| inner.partitions.other(s));
-        // gRPC bodies are streams and gRPC answers 200 with a status of its own: never replayed.
-        let grpc = headers
-            .get(http::header::CONTENT_TYPE)
-            .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"));
-        let may_replay = !options.is_some_and(|o| o.no_replay) && !grpc;
-        Some(Self {
+        let exchange = Self {
             credentials,
-            other,
-            tenant,
-            may_replay,
+            other: None,
+            tenant: None,
+            // gRPC bodies are streams and gRPC answers 200 with a status of its own: never
+            // replayed.
+            may_replay: !grpc,
             grpc,
             sent: 0,
             replayed: false,
-        })
+        };
+        match options {
+            None => Some(exchange),
+            Some(options) => exchange.with_options(options),
+        }
     }
 
+    /// What a request's [`RequestOptions`] change; `None` when it goes out untouched.
+    #[cold]
+    fn with_options(mut self, options: &RequestOptions) -> Option<Self> {
+        if options.unauthenticated {
+            return None;
+        }
+        self.tenant = options.tenant_id.as_ref().map(|t| t.header().clone());
+        self.other = options
+            .scopes
+            .as_ref()
+            .and_then(|s| self.credentials.as_ref().inner.partitions.other(s));
+        self.may_replay &= !options.no_replay;
+        Some(self)
+    }
+
+    #[inline]
     fn cache(&self) -> &Arc<TokenCache> {
         match &self.other {
             Some(cache) => cache,
@@ -287,7 +314,12 @@ impl<C: AsRef<ClientCredentials>> Exchange<C> {
     pub(crate) fn apply(&mut self, credential: Credential, headers: &mut HeaderMap) {
         self.sent = credential.gen;
         headers.insert(AUTHORIZATION, credential.header);
-        if let Some(tenant) = &self.tenant {
+        let configured = &self.credentials.as_ref().inner.api.tenant;
+        if let Some(tenant) = self
+            .tenant
+            .as_ref()
+            .or(configured.as_ref().map(TenantId::header))
+        {
             if !headers.contains_key(&X_TENANT_ID) {
                 headers.insert(X_TENANT_ID, tenant.clone());
             }

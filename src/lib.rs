@@ -133,6 +133,75 @@ pub mod fuzzing {
     }
 }
 
+/// The adapters' per-request token lookup, for `benches/cache_hit.rs`: not part of the API.
+#[cfg(feature = "__bench")]
+#[doc(hidden)]
+pub mod __bench {
+    use http::{Extensions, HeaderMap, HeaderValue, Uri};
+
+    use crate::decide::{Exchange, RequestOptions, Target};
+    use crate::ClientCredentials;
+
+    /// An exchange made for one request, as the tower service holds it.
+    pub struct Prepared(Exchange<ClientCredentials>);
+
+    impl std::fmt::Debug for Prepared {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Prepared")
+        }
+    }
+
+    impl Prepared {
+        /// The exchange the tower service makes for a request to `uri` with `headers`.
+        pub fn new(
+            credentials: &ClientCredentials,
+            uri: &Uri,
+            headers: &HeaderMap,
+        ) -> Option<Self> {
+            Exchange::begin(credentials.clone(), Target::uri(uri), headers, None).map(Self)
+        }
+
+        /// The token lookup both adapters make on their exchange: the hit, no future built.
+        pub fn lookup(&self) -> Option<HeaderValue> {
+            self.0.authorization_now().map(|c| c.header)
+        }
+    }
+
+    /// What the reqwest middleware does per request to reach a cached token:
+    /// `Exchange::begin` (borrowing the credentials), then the hit.
+    pub fn reqwest_lookup(
+        credentials: &ClientCredentials,
+        url: &url::Url,
+        headers: &HeaderMap,
+        extensions: &Extensions,
+    ) -> Option<HeaderValue> {
+        let exchange = Exchange::begin(
+            credentials,
+            Target::url(url),
+            headers,
+            extensions.get::<RequestOptions>(),
+        )?;
+        exchange.authorization_now().map(|c| c.header)
+    }
+
+    /// What the tower service does per request to reach a cached token: `Exchange::begin`
+    /// (owning a clone of the credentials, as its future must), then the hit.
+    pub fn tower_lookup(
+        credentials: &ClientCredentials,
+        uri: &Uri,
+        headers: &HeaderMap,
+        extensions: &Extensions,
+    ) -> Option<HeaderValue> {
+        let exchange = Exchange::begin(
+            credentials.clone(),
+            Target::uri(uri),
+            headers,
+            extensions.get::<RequestOptions>(),
+        )?;
+        exchange.authorization_now().map(|c| c.header)
+    }
+}
+
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

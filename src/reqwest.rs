@@ -98,23 +98,46 @@ impl Middleware for ClientCredentialsMiddleware {
             None
         };
         let response = next.clone().run(req, extensions).await?;
-        let (verdict, response) =
-            match exchange.inspect(response.status(), response.headers(), copy.is_some()) {
-                Verdict::ReadBody => read_and_inspect(&mut exchange, response).await,
-                verdict => (verdict, response),
-            };
-        let (Verdict::Replay, Some(mut copy)) = (verdict, copy) else {
-            return Ok(response);
-        };
-        let Some(credential) = exchange.replacement().await else {
-            return Ok(response);
-        };
-        drop(response);
-        exchange.apply(credential, copy.headers_mut());
-        let response = next.run(copy, extensions).await?;
-        exchange.inspect(response.status(), response.headers(), false);
-        Ok(response)
+        let verdict = exchange.inspect(response.status(), response.headers(), copy.is_some());
+        match (verdict, copy) {
+            (Verdict::PassOn, _) | (_, None) => Ok(response),
+            // Boxed: the rejection path's state (the body read, the replacement token, the
+            // replay) stays out of the future every request allocates.
+            (verdict, Some(copy)) => {
+                Box::pin(after_rejection(
+                    exchange, verdict, response, copy, extensions, next,
+                ))
+                .await
+            }
+        }
     }
+}
+
+/// After an answer that may be a rejection: reads its body if the headers do not settle it,
+/// and replays the copy once with the new token, or gives the answer back as it came.
+async fn after_rejection(
+    mut exchange: Exchange<&ClientCredentials>,
+    verdict: Verdict,
+    response: reqwest::Response,
+    mut copy: reqwest::Request,
+    extensions: &mut Extensions,
+    next: Next<'_>,
+) -> reqwest_middleware::Result<reqwest::Response> {
+    let (verdict, response) = match verdict {
+        Verdict::ReadBody => read_and_inspect(&mut exchange, response).await,
+        verdict => (verdict, response),
+    };
+    if verdict != Verdict::Replay {
+        return Ok(response);
+    }
+    let Some(credential) = exchange.replacement().await else {
+        return Ok(response);
+    };
+    drop(response);
+    exchange.apply(credential, copy.headers_mut());
+    let response = next.run(copy, extensions).await?;
+    exchange.inspect(response.status(), response.headers(), false);
+    Ok(response)
 }
 
 /// Reads up to [`MAX_INSPECTED_BODY`] bytes of the body for [`Exchange::inspect_body`], and

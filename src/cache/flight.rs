@@ -329,6 +329,55 @@ mod tests {
         assert_eq!(source.calls(), 2);
     }
 
+    /// Issue 12: a `Retry-After` of `u64::MAX` seconds (with an uncapped policy) backs off for
+    /// at most ten years instead of overflowing the clock.
+    #[tokio::test(start_paused = true)]
+    async fn an_absurd_retry_after_saturates_the_cooldown() {
+        struct Forever;
+        impl crate::TokenSource for Forever {
+            fn fetch_token<'a>(
+                &'a self,
+                _: &'a crate::Scopes,
+            ) -> crate::BoxFuture<'a, Result<crate::Token, Error>> {
+                Box::pin(async {
+                    Err(Error::Status {
+                        endpoint: Arc::from("test source"),
+                        status: http::StatusCode::TOO_MANY_REQUESTS,
+                        retry_after: Some(Duration::from_secs(u64::MAX)),
+                    })
+                })
+            }
+        }
+        let policy = CachePolicy {
+            retry: RetryPolicy::no_retry().retry_after_cap(Duration::MAX),
+            ..CachePolicy::default()
+        };
+        let (cache, _) = cache_with_policy(Forever, policy);
+        assert!(cache.entry().await.is_err());
+        match cache.entry().await {
+            Err(Error::BackingOff { retry_in, .. }) => {
+                assert!(retry_in <= crate::MAX_LIFETIME, "{retry_in:?}");
+                assert!(retry_in >= crate::MAX_LIFETIME - Duration::from_secs(1));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Issue 12: a forced refresh interval of `Duration::MAX` limits without overflowing.
+    #[tokio::test(start_paused = true)]
+    async fn an_absurd_forced_refresh_interval_saturates() {
+        let policy = CachePolicy {
+            forced_refresh_interval: Duration::MAX,
+            ..CachePolicy::default()
+        };
+        let (cache, source) = cache_with_policy(Counting::new(Duration::from_secs(3600)), policy);
+        let first = cache.entry().await.unwrap();
+        assert_eq!(cache.invalidate(first.gen), Invalidation::Replaced);
+        let second = cache.entry().await.unwrap();
+        assert_eq!(cache.invalidate(second.gen), Invalidation::Limited);
+        assert_eq!(source.calls(), 2);
+    }
+
     /// A source that panics fails its waiters with `SourceAborted` and does not leave the
     /// cache waiting forever.
     #[tokio::test(start_paused = true)]

@@ -61,6 +61,8 @@ pub(crate) mod schedule;
 mod timer;
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod testing;
 
 pub(crate) use self::entry::{bearer_header, Credential, Entry};

@@ -334,6 +334,11 @@ mod tests {
             parse_retry_after(&HeaderValue::from_static("soon"), now),
             None
         );
+        // Issue 12: the largest number of seconds parses (the cache caps it later).
+        assert_eq!(
+            parse_retry_after(&HeaderValue::from_static("18446744073709551615"), now),
+            Some(Duration::from_secs(u64::MAX))
+        );
     }
 }
 

@@ -482,3 +482,53 @@ async fn a_lookup_outside_the_runtime_leaves_the_due_refresh_to_one_inside_it() 
     assert_eq!(credentials.stats().refreshes_ahead, 1);
     eventually(|| async { credentials.authorization().await.unwrap() == "Bearer tok-2" }).await;
 }
+
+/// Issue 12, as reported: a custom source for a credential that does not expire announces
+/// `Duration::MAX` (or half of `u64::MAX` seconds). Every request through both adapters gets
+/// the token, the source is asked once, and nothing backs off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_announcing_a_never_ending_lifetime_serves_every_request() {
+    use super::adapter::{Adapter, Payment};
+    use client_credentials::{AccessToken, BoxFuture, ClientCredentials, Error, Scopes, Token};
+
+    struct NeverExpires(Duration, std::sync::atomic::AtomicUsize);
+    impl client_credentials::TokenSource for NeverExpires {
+        fn fetch_token<'a>(&'a self, _: &'a Scopes) -> BoxFuture<'a, Result<Token, Error>> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Box::pin(
+                async move { Ok(Token::new(AccessToken::new("static-api-key"), Some(self.0))) },
+            )
+        }
+    }
+
+    for lifetime in [Duration::MAX, Duration::from_secs(u64::MAX / 2)] {
+        let api = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path(API_PATH))
+            .and(bearer("static-api-key"))
+            .respond_with(ResponseTemplate::new(201))
+            .mount(&api)
+            .await;
+        let source = Arc::new(NeverExpires(lifetime, Default::default()));
+        let credentials = ClientCredentials::from_source(Arc::clone(&source))
+            .build()
+            .unwrap();
+        for &adapter in Adapter::all() {
+            for _ in 0..3 {
+                let answer = adapter.send(&credentials, Payment::to(&api)).await;
+                assert_eq!(answer.status, 201, "{adapter:?} {lifetime:?}");
+            }
+        }
+        assert_eq!(
+            source.1.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "{lifetime:?}"
+        );
+        let stats = credentials.stats();
+        assert_eq!(
+            (stats.tokens_fetched, stats.token_failures),
+            (1, 0),
+            "{lifetime:?}"
+        );
+    }
+}

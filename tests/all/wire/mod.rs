@@ -9,4 +9,5 @@ mod request;
 mod retry;
 mod secrecy;
 mod tenant;
+mod tls;
 mod url;
