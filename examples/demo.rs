@@ -137,7 +137,7 @@ async fn main() -> Result<(), Error> {
     )?;
 
     println!();
-    println!("3. The API revokes every token; the next call is retried once with a new token");
+    println!("3. The API revokes every token; the next call is replayed once with a new token");
     let revoked = backend.revoke_all();
     println!("   revoked {revoked} tokens");
     let (tokens_before, api_before) = (backend.token_requests(), backend.api_requests());
@@ -199,12 +199,12 @@ async fn main() -> Result<(), Error> {
     );
     let stats = credentials.stats();
     println!(
-        "   first instance:  tokens fetched {}, token requests {}, forced refreshes {}, retried requests {}",
+        "   first instance:  tokens fetched {}, token requests {}, forced refreshes {}, replayed requests {}",
         stats.tokens_fetched, stats.token_requests, stats.forced_refreshes, stats.replayed_requests
     );
     let cold_stats = cold.stats();
     println!(
-        "   second instance: tokens fetched {}, token requests {}, forced refreshes {}, retried requests {}",
+        "   second instance: tokens fetched {}, token requests {}, forced refreshes {}, replayed requests {}",
         cold_stats.tokens_fetched,
         cold_stats.token_requests,
         cold_stats.forced_refreshes,
@@ -219,7 +219,7 @@ async fn main() -> Result<(), Error> {
         1,
     )?;
     check_eq(
-        "first instance: retried requests",
+        "first instance: replayed requests",
         stats.replayed_requests,
         1,
     )?;

@@ -69,7 +69,7 @@ async fn main() -> ExitCode {
             println!("GET {shown} -> {status}");
             let stats = credentials.stats();
             println!(
-                "token requests: {}, tokens fetched: {}, retried requests: {}",
+                "token requests: {}, tokens fetched: {}, replayed requests: {}",
                 stats.token_requests, stats.tokens_fetched, stats.replayed_requests
             );
             if status.is_success() {

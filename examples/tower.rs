@@ -10,7 +10,7 @@
 //! cargo run --example tower --features tower
 //! ```
 //!
-//! The token request goes through the crate's own `reqwest` client, so an HTTPS token URL works
+//! The token request goes through a `reqwest` client of the crate's, so an HTTPS token URL works
 //! as it is. The API call goes through the hyper client built here with
 //! `Client::builder(..).build_http()`, which speaks plain HTTP only, so this example accepts
 //! only an `http://` `API_URL` (a service inside your network, a sidecar). For HTTPS, build the
@@ -112,7 +112,7 @@ async fn main() -> ExitCode {
             println!("GET {shown} -> {status}, body: {length} bytes");
             let stats = credentials.stats();
             println!(
-                "token requests: {}, tokens fetched: {}, retried requests: {}",
+                "token requests: {}, tokens fetched: {}, replayed requests: {}",
                 stats.token_requests, stats.tokens_fetched, stats.replayed_requests
             );
             if status.is_success() {
