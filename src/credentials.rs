@@ -194,10 +194,15 @@ impl ClientCredentials {
         })
     }
 
-    /// Drops `token` from the cache if it is still the current one, and starts one new fetch
-    /// (at most one per [forced refresh interval](ClientCredentialsBuilder::forced_refresh_interval)).
-    /// For code that saw the API reject a token outside the adapters. Returns whether a new
-    /// token is coming (or already came).
+    /// Drops `token` from the cache if it is still the current one, and starts one new fetch,
+    /// under the same limiter as the adapters (see
+    /// [`forced_refresh_backoff`](ClientCredentialsBuilder::forced_refresh_backoff)). For code
+    /// that saw the API reject a token outside the adapters. Returns whether a new token is
+    /// coming (or already came).
+    ///
+    /// Code that also sees the API accept tokens should say so with
+    /// [`accepted`](Self::accepted), so a later rejection of an accepted token is answered at
+    /// once.
     pub fn invalidate(&self, token: &AccessToken) -> bool {
         let cache = &self.inner.partitions.default;
         match cache.current() {
@@ -206,6 +211,16 @@ impl ClientCredentials {
             }
             // Not the current token: already replaced.
             _ => true,
+        }
+    }
+
+    /// The API accepted `token` (answered something that is not a token rejection): a later
+    /// rejection of it is answered at once by a new token. For code outside the adapters, which
+    /// mark this themselves. Cheap once a token is marked.
+    pub fn accepted(&self, token: &AccessToken) {
+        let cache = &self.inner.partitions.default;
+        if let Some(entry) = cache.current().filter(|e| e.token == *token) {
+            cache.mark_accepted(entry.gen);
         }
     }
 

@@ -28,7 +28,9 @@ use http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use url::Url;
 
 use crate::cache::{Credential, TokenCache};
-use crate::challenge::{classify, classify_headers, is_grpc_unauthenticated, Rejection};
+use crate::challenge::{
+    classify, classify_headers, is_grpc_unauthenticated, may_be_rejection, Rejection,
+};
 use crate::config::url::Origin;
 use crate::{BoxFuture, ClientCredentials, ConfigError, Error, Scopes};
 
@@ -332,31 +334,26 @@ impl<C: AsRef<ClientCredentials>> Exchange<C> {
     }
 
     /// What an answer's status and headers say. `has_copy`: whether the adapter could send
-    /// the request again.
+    /// the request again. Every answer that is not a token rejection marks the token accepted
+    /// (one relaxed load once it is marked).
+    #[inline]
     pub(crate) fn inspect(
         &mut self,
         status: StatusCode,
         headers: &HeaderMap,
         has_copy: bool,
     ) -> Verdict {
-        if status != StatusCode::UNAUTHORIZED {
+        if !may_be_rejection(status) {
+            self.cache().mark_accepted(self.sent);
             return Verdict::PassOn;
         }
-        if !has_copy || self.replayed {
-            // Not replayed (a body that cannot be copied, `no_replay`, or already the second
-            // send): the body is not read, but a header that says `invalid_token` still drops
-            // the token so the next request gets a fresh one.
-            if classify_headers(status, headers) == Some(Rejection::InvalidToken) {
-                self.reject_sent();
-            }
-            return Verdict::PassOn;
-        }
+        let can_replay = has_copy && !self.replayed;
         match classify_headers(status, headers) {
-            Some(rejection) if rejection.warrants_new_token(self.bare_401_rejects()) => {
-                Verdict::Replay
-            }
-            Some(_) => Verdict::PassOn,
-            None => Verdict::ReadBody,
+            Some(rejection) => self.decide(&rejection, can_replay),
+            // A 401 whose challenges carry no code: the body decides, if it can be read (a
+            // request that cannot be replayed passes its answer on untouched).
+            None if can_replay => Verdict::ReadBody,
+            None => Verdict::PassOn,
         }
     }
 
@@ -368,11 +365,26 @@ impl<C: AsRef<ClientCredentials>> Exchange<C> {
         headers: &HeaderMap,
         body: Option<&[u8]>,
     ) -> Verdict {
-        if classify(status, headers, body).warrants_new_token(self.bare_401_rejects()) {
-            Verdict::Replay
-        } else {
-            Verdict::PassOn
+        self.decide(&classify(status, headers, body), true)
+    }
+
+    /// The rule applied: a rejection a new token may fix is replayed when possible, or at
+    /// least drops the token; anything else marks the token accepted.
+    fn decide(&mut self, rejection: &Rejection, can_replay: bool) -> Verdict {
+        let bare_401_rejects = self.bare_401_rejects();
+        if rejection.accepts_token(bare_401_rejects) {
+            self.cache().mark_accepted(self.sent);
         }
+        if !rejection.warrants_new_token(bare_401_rejects) {
+            return Verdict::PassOn;
+        }
+        if can_replay {
+            return Verdict::Replay;
+        }
+        // Not replayed (a body that cannot be copied, `no_replay`, or already the second
+        // send): the token is still dropped so the next request gets a fresh one.
+        self.reject_sent();
+        Verdict::PassOn
     }
 
     /// After [`Verdict::Replay`]: drops the rejected token (if still current) and returns the
@@ -450,7 +462,8 @@ pub(crate) struct Rejector {
 
 #[cfg_attr(not(feature = "tower"), allow(dead_code))]
 impl Rejector {
-    /// `grpc-status: 16` in the trailers drops the token, if still current.
+    /// `grpc-status: 16` in the trailers drops the token, if still current; any other status
+    /// marks it accepted.
     pub(crate) fn inspect_trailers(&self, trailers: &HeaderMap) {
         if is_grpc_unauthenticated(trailers) {
             tracing::info!(
@@ -458,6 +471,8 @@ impl Rejector {
                 "gRPC UNAUTHENTICATED in trailers; dropping the token"
             );
             let _ = self.cache.invalidate(self.gen);
+        } else if trailers.contains_key("grpc-status") {
+            self.cache.mark_accepted(self.gen);
         }
     }
 }

@@ -102,8 +102,9 @@ pub use crate::decide::{RequestOptions, TenantId, X_TENANT_ID};
 pub use crate::endpoint::{TokenEndpoint, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_REQUEST_TIMEOUT};
 pub use crate::error::{BoxError, ConfigError, Error, InvalidResponse, OAuthErrorCode};
 pub use crate::policy::{
-    RetryPolicy, DEFAULT_EXPIRY_MARGIN, DEFAULT_FORCED_REFRESH_INTERVAL, DEFAULT_LIFETIME,
-    DEFAULT_LOAD_TIMEOUT, DEFAULT_REFRESH_AT, DEFAULT_REFRESH_JITTER, MAX_LIFETIME, MIN_LIFETIME,
+    RetryPolicy, DEFAULT_EXPIRY_MARGIN, DEFAULT_FORCED_REFRESH_BACKOFF,
+    DEFAULT_FORCED_REFRESH_BACKOFF_MAX, DEFAULT_LIFETIME, DEFAULT_LOAD_TIMEOUT, DEFAULT_REFRESH_AT,
+    DEFAULT_REFRESH_JITTER, MAX_LIFETIME, MIN_LIFETIME,
 };
 #[cfg(feature = "reqwest-middleware")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]

@@ -27,9 +27,15 @@ pub const MAX_LIFETIME: Duration = Duration::from_secs(10 * 365 * 86_400);
 /// [`Error::Timeout`](crate::Error::Timeout), by default (15 s; for the built-in endpoint, at
 /// least its request timeout plus 5 s, so the request's own timeout fires first).
 pub const DEFAULT_LOAD_TIMEOUT: Duration = Duration::from_secs(15);
-/// At most one forced refresh (after the API rejects a token) per this interval, by default
-/// (5 s), so an API that rejects every token cannot turn requests into token requests.
-pub const DEFAULT_FORCED_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
+/// After the API rejects a replacement token it never accepted, the next forced refresh waits
+/// this long, by default (1 s), doubling with each such rejection up to
+/// [`DEFAULT_FORCED_REFRESH_BACKOFF_MAX`]. A token the API accepted at least once is replaced at
+/// once when rejected, however soon.
+pub const DEFAULT_FORCED_REFRESH_BACKOFF: Duration = Duration::from_secs(1);
+/// The longest wait between forced refreshes of tokens the API never accepted, by default
+/// (30 s): an API that rejects every token costs at most one token request per 30 s once the
+/// backoff has grown.
+pub const DEFAULT_FORCED_REFRESH_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// The cache's timing settings, checked by `build()`.
 #[derive(Debug, Clone)]
@@ -38,7 +44,8 @@ pub(crate) struct CachePolicy {
     pub(crate) refresh_jitter: f64,
     pub(crate) expiry_margin: Duration,
     pub(crate) default_lifetime: Duration,
-    pub(crate) forced_refresh_interval: Duration,
+    pub(crate) forced_refresh_backoff: Duration,
+    pub(crate) forced_refresh_backoff_max: Duration,
     pub(crate) retry: RetryPolicy,
     pub(crate) load_timeout: Duration,
 }
@@ -50,7 +57,8 @@ impl Default for CachePolicy {
             refresh_jitter: DEFAULT_REFRESH_JITTER,
             expiry_margin: DEFAULT_EXPIRY_MARGIN,
             default_lifetime: DEFAULT_LIFETIME,
-            forced_refresh_interval: DEFAULT_FORCED_REFRESH_INTERVAL,
+            forced_refresh_backoff: DEFAULT_FORCED_REFRESH_BACKOFF,
+            forced_refresh_backoff_max: DEFAULT_FORCED_REFRESH_BACKOFF_MAX,
             retry: RetryPolicy::default(),
             load_timeout: DEFAULT_LOAD_TIMEOUT,
         }
@@ -58,6 +66,20 @@ impl Default for CachePolicy {
 }
 
 impl CachePolicy {
+    /// How long after the last forced refresh the next may start, when `strikes` forced
+    /// refreshes in a row replaced tokens the API never accepted: none after zero, then the
+    /// backoff, doubling, up to its maximum. At most [`MAX_LIFETIME`].
+    pub(crate) fn forced_refresh_wait(&self, strikes: u32) -> Duration {
+        if strikes == 0 {
+            return Duration::ZERO;
+        }
+        let factor = 2u32.saturating_pow(strikes.saturating_sub(1).min(20));
+        self.forced_refresh_backoff
+            .saturating_mul(factor)
+            .min(self.forced_refresh_backoff_max)
+            .min(MAX_LIFETIME)
+    }
+
     /// Every setting in its range; the message names the setting.
     pub(crate) fn check(&self) -> Result<(), crate::ConfigError> {
         use crate::ConfigError::OutOfRange;
@@ -260,6 +282,21 @@ mod saturation {
             p.delay(1, Some(Duration::from_secs(u64::MAX))),
             MAX_LIFETIME
         );
+    }
+
+    #[test]
+    fn forced_refresh_waits_double_up_to_the_cap_and_saturate() {
+        let p = CachePolicy::default();
+        let waits: Vec<u64> = (0..8).map(|n| p.forced_refresh_wait(n).as_secs()).collect();
+        assert_eq!(waits, [0, 1, 2, 4, 8, 16, 30, 30]);
+        assert_eq!(p.forced_refresh_wait(u32::MAX), Duration::from_secs(30));
+        let huge = CachePolicy {
+            forced_refresh_backoff: Duration::MAX,
+            forced_refresh_backoff_max: Duration::MAX,
+            ..CachePolicy::default()
+        };
+        assert_eq!(huge.forced_refresh_wait(1), MAX_LIFETIME);
+        assert_eq!(huge.forced_refresh_wait(40), MAX_LIFETIME);
     }
 
     #[test]

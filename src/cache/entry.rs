@@ -1,5 +1,6 @@
 //! A token as the cache holds it, and the credential handed to the adapters.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use http::HeaderValue;
@@ -22,6 +23,9 @@ pub(crate) struct Entry {
     pub(crate) refresh_at: Instant,
     /// The end of the token's usable life: never handed out from this point on.
     pub(crate) use_until: Instant,
+    /// Whether the API has accepted this token at least once (an answer that was not a token
+    /// rejection): such a token is replaced at once when rejected.
+    pub(crate) accepted: AtomicBool,
 }
 
 impl std::fmt::Debug for Entry {
@@ -55,6 +59,7 @@ impl Entry {
             header,
             refresh_at: later(started, refresh_in),
             use_until: later(started, use_for),
+            accepted: AtomicBool::new(false),
         }))
     }
 

@@ -22,8 +22,9 @@ pub(crate) enum Invalidation {
     /// The rejected token was dropped and a new one is being fetched (or one already replaced
     /// it): the caller may ask for the token again.
     Replaced,
-    /// No new token for this rejection: forced refreshes are limited (see the builder's
-    /// `forced_refresh_interval`). The caller gets the rejection as it is.
+    /// No new token for this rejection yet: the rejected token was a replacement the API never
+    /// accepted, and the forced refresh backoff has not passed (see the builder's
+    /// `forced_refresh_backoff`). The caller gets the rejection as it is.
     Limited,
 }
 
@@ -86,29 +87,45 @@ impl TokenCache {
     }
 
     /// The API rejected the token of generation `gen`: drops it if it is still the current
-    /// one (compare-and-evict), and starts one new fetch, at most one per forced refresh
-    /// interval.
+    /// one (compare-and-evict) and starts one new fetch.
+    ///
+    /// The limiter tells "revoked again" from "rejects everything": a token the API accepted
+    /// at least once is replaced at once, however soon after the last forced refresh. A token it
+    /// never accepted (a replacement rejected straight away) is replaced at once the first time
+    /// too, but each further one in a row waits for the forced refresh backoff (1 s, doubling,
+    /// up to a cap) after the last forced refresh. Any acceptance ends the backoff.
     pub(crate) fn invalidate(self: &Arc<Self>, gen: u64) -> Invalidation {
         let mut slow = self.lock();
-        if self.current.load().as_ref().is_none_or(|e| e.gen != gen) {
+        let Some(entry) = self.current.load_full().filter(|e| e.gen == gen) else {
             // Already replaced (or being replaced): the caller simply asks for the token again.
             return Invalidation::Replaced;
-        }
+        };
         let now = Instant::now();
-        if let Some(last) = slow.last_forced {
-            if now < later(last, self.shared.policy.forced_refresh_interval) {
-                self.counters()
-                    .forced_refreshes_suppressed
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    endpoint = %self.shared.endpoint,
-                    scopes = %self.scopes,
-                    interval = ?self.shared.policy.forced_refresh_interval,
-                    "token rejected again soon after a forced refresh; not fetching another yet"
-                );
-                return Invalidation::Limited;
+        let accepted = entry.accepted.load(Ordering::Acquire);
+        if !accepted {
+            let wait = self.shared.policy.forced_refresh_wait(slow.strikes);
+            if let Some(last) = slow.last_forced {
+                if now < later(last, wait) {
+                    self.counters()
+                        .forced_refreshes_suppressed
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        endpoint = %self.shared.endpoint,
+                        scopes = %self.scopes,
+                        rejected_in_a_row = slow.strikes,
+                        retry_in = ?(later(last, wait) - now),
+                        "the API rejected a replacement token it never accepted; \
+                         not fetching another yet"
+                    );
+                    return Invalidation::Limited;
+                }
             }
         }
+        slow.strikes = if accepted {
+            0
+        } else {
+            slow.strikes.saturating_add(1)
+        };
         slow.last_forced = Some(now);
         self.counters()
             .forced_refreshes
@@ -116,6 +133,7 @@ impl TokenCache {
         tracing::info!(
             endpoint = %self.shared.endpoint,
             scopes = %self.scopes,
+            accepted_before = accepted,
             "token rejected by the API; dropping it and fetching a new one"
         );
         self.current.store(None);
@@ -265,11 +283,7 @@ mod tests {
     /// Compare-and-evict: a rejection of a token that was already replaced drops nothing.
     #[tokio::test(start_paused = true)]
     async fn only_the_current_token_is_evicted() {
-        let policy = CachePolicy {
-            forced_refresh_interval: Duration::ZERO,
-            ..CachePolicy::default()
-        };
-        let (cache, source) = cache_with_policy(Counting::new(Duration::from_secs(3600)), policy);
+        let (cache, source) = cache_with(Counting::new(Duration::from_secs(3600)));
         let first = cache.entry().await.unwrap();
         assert_eq!(cache.invalidate(first.gen), Invalidation::Replaced);
         let second = cache.entry().await.unwrap();
@@ -283,24 +297,62 @@ mod tests {
         assert_eq!(cache.shared.counters.snapshot().forced_refreshes, 1);
     }
 
-    /// At most one forced refresh per interval; the interval's end allows the next.
+    /// The limiter: tokens the API accepted are replaced at once however close the
+    /// rejections come; tokens it never accepted wait 0, 1, 2, 4 ... seconds after the last
+    /// forced refresh; an acceptance ends the backoff.
     #[tokio::test(start_paused = true)]
-    async fn forced_refreshes_are_limited_per_interval() {
+    async fn accepted_tokens_are_replaced_at_once_and_unaccepted_ones_back_off() {
         let (cache, source) = cache_with(Counting::new(Duration::from_secs(3600)));
-        let first = cache.entry().await.unwrap();
-        assert_eq!(cache.invalidate(first.gen), Invalidation::Replaced);
-        let second = cache.entry().await.unwrap();
-        assert_eq!(cache.invalidate(second.gen), Invalidation::Limited);
-        assert_eq!(cache.entry().await.unwrap().gen, second.gen, "kept");
-        tokio::time::advance(crate::DEFAULT_FORCED_REFRESH_INTERVAL).await;
-        assert_eq!(cache.invalidate(second.gen), Invalidation::Replaced);
-        assert_ne!(cache.entry().await.unwrap().gen, second.gen);
-        assert_eq!(source.calls(), 3);
+        let next = |cache: &Arc<TokenCache>| {
+            let cache = Arc::clone(cache);
+            async move { cache.entry().await.unwrap() }
+        };
+        // Revoked again and again: each accepted token is replaced at once.
+        for round in 0..5 {
+            let token = next(&cache).await;
+            cache.mark_accepted(token.gen);
+            assert_eq!(
+                cache.invalidate(token.gen),
+                Invalidation::Replaced,
+                "round {round}"
+            );
+        }
+        settle().await;
+        assert_eq!(source.calls(), 6, "one fetch per rejected token");
+        // Rejects everything: the first unaccepted replacement goes at once, then 1 s, 2 s, 4 s.
+        let mut token = next(&cache).await;
+        assert_eq!(cache.invalidate(token.gen), Invalidation::Replaced);
+        for wait in [1u64, 2, 4] {
+            token = next(&cache).await;
+            assert_eq!(
+                cache.invalidate(token.gen),
+                Invalidation::Limited,
+                "before {wait} s"
+            );
+            tokio::time::advance(Duration::from_secs(wait) - Duration::from_millis(1)).await;
+            assert_eq!(
+                cache.invalidate(token.gen),
+                Invalidation::Limited,
+                "just before {wait} s"
+            );
+            tokio::time::advance(Duration::from_millis(1)).await;
+            assert_eq!(
+                cache.invalidate(token.gen),
+                Invalidation::Replaced,
+                "after {wait} s"
+            );
+        }
+        // An acceptance ends the backoff: the next rejection of an unaccepted token goes at once.
+        let accepted = next(&cache).await;
+        cache.mark_accepted(accepted.gen);
+        assert_eq!(cache.invalidate(accepted.gen), Invalidation::Replaced);
+        let fresh = next(&cache).await;
+        assert_eq!(cache.invalidate(fresh.gen), Invalidation::Replaced);
+        settle().await;
         let stats = cache.shared.counters.snapshot();
-        assert_eq!(
-            (stats.forced_refreshes, stats.forced_refreshes_suppressed),
-            (2, 1)
-        );
+        assert_eq!(stats.forced_refreshes, 11);
+        assert_eq!(stats.forced_refreshes_suppressed, 6);
+        assert_eq!(source.calls(), 12);
     }
 
     /// After a failed fetch, callers get the error at once until the cooldown passes; then one
@@ -363,11 +415,12 @@ mod tests {
         }
     }
 
-    /// Issue 12: a forced refresh interval of `Duration::MAX` limits without overflowing.
+    /// Issue 12: a forced refresh backoff of `Duration::MAX` limits without overflowing.
     #[tokio::test(start_paused = true)]
-    async fn an_absurd_forced_refresh_interval_saturates() {
+    async fn an_absurd_forced_refresh_backoff_saturates() {
         let policy = CachePolicy {
-            forced_refresh_interval: Duration::MAX,
+            forced_refresh_backoff: Duration::MAX,
+            forced_refresh_backoff_max: Duration::MAX,
             ..CachePolicy::default()
         };
         let (cache, source) = cache_with_policy(Counting::new(Duration::from_secs(3600)), policy);

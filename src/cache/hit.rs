@@ -20,8 +20,11 @@ pub(super) const DUE: u64 = 1;
 /// The "check the clock on a hit" bit of the state word: the token's timer runs on a runtime
 /// that may not be driven between lookups.
 pub(super) const CLOCK: u64 = 2;
+/// The "the API accepted this token" bit of the state word (also kept in `Entry::accepted`):
+/// once set, marking the token accepted again is one relaxed load.
+pub(super) const ACCEPTED: u64 = 4;
 /// Where the generation starts in the state word.
-pub(super) const GEN_SHIFT: u32 = 2;
+pub(super) const GEN_SHIFT: u32 = 3;
 
 /// The generation a state word names (zero: no usable token).
 pub(super) fn gen_of(state: u64) -> u64 {
@@ -146,11 +149,44 @@ impl TokenCache {
     }
 
     /// Makes `entry` the token hits see: its generation, the clock bit of the runtime its
-    /// timer runs on, and the "refresh due" bit if its refresh point has passed.
+    /// timer runs on, the "refresh due" bit if its refresh point has passed, and the
+    /// "accepted" bit if the API accepted it.
     pub(super) fn publish(&self, entry: &Entry, clock: u64, now: Instant) {
         let due = if now >= entry.refresh_at { DUE } else { 0 };
-        self.state
-            .store(entry.gen << GEN_SHIFT | clock | due, Ordering::Release);
+        let accepted = if entry.accepted.load(Ordering::Acquire) {
+            ACCEPTED
+        } else {
+            0
+        };
+        self.state.store(
+            entry.gen << GEN_SHIFT | clock | due | accepted,
+            Ordering::Release,
+        );
+    }
+
+    /// The API accepted the token of generation `gen` (an answer that was not a token
+    /// rejection). On every answer, so the common case (already marked) is one relaxed load.
+    #[inline]
+    pub(crate) fn mark_accepted(&self, gen: u64) {
+        let state = self.state.load(Ordering::Relaxed);
+        if gen_of(state) == gen && state & ACCEPTED != 0 {
+            return;
+        }
+        self.mark_accepted_cold(gen);
+    }
+
+    /// The first acceptance of a token (or one whose state word was cleared): marks the entry,
+    /// ends the limiter's backoff, and sets the bit.
+    #[cold]
+    #[inline(never)]
+    fn mark_accepted_cold(&self, gen: u64) {
+        let Some(entry) = self.current.load_full().filter(|e| e.gen == gen) else {
+            return; // already replaced: nothing to mark
+        };
+        if !entry.accepted.swap(true, Ordering::AcqRel) {
+            self.lock().strikes = 0;
+        }
+        self.update_if_current(gen, |s| s | ACCEPTED);
     }
 
     /// No usable token for hits: the next lookup takes the slow path.
@@ -197,6 +233,39 @@ mod tests {
         // 200 hits, published in batches of 64 (the rest when the thread's slot is flushed).
         let counted = cache.shared.counters.snapshot().cache_hits;
         assert!((192..=200).contains(&counted), "{counted}");
+    }
+
+    /// Marking a token accepted sets the entry's flag and the state bit, once; a replaced
+    /// token's acceptance marks nothing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn marking_accepted_sets_the_flag_and_the_bit_of_the_current_token_only() {
+        let (cache, _source) = cache_with(Counting::new(Duration::from_secs(3600)));
+        let entry = cache.entry().await.unwrap();
+        let state = || cache.state.load(Ordering::Acquire);
+        assert_eq!(state() & ACCEPTED, 0);
+        cache.lock().strikes = 3;
+        cache.mark_accepted(entry.gen + 1);
+        assert!(
+            !entry.accepted.load(Ordering::Acquire),
+            "another generation"
+        );
+        assert_eq!(cache.lock().strikes, 3);
+        cache.mark_accepted(entry.gen);
+        assert!(entry.accepted.load(Ordering::Acquire));
+        assert_ne!(state() & ACCEPTED, 0);
+        assert_eq!(
+            cache.lock().strikes,
+            0,
+            "an accepted token ends the backoff"
+        );
+        assert_eq!(
+            cache.cached().map(|c| c.gen),
+            Some(entry.gen),
+            "still a hit"
+        );
+        // Re-published (a new timer on another runtime): the bit comes from the entry.
+        cache.publish(&entry, 0, Instant::now());
+        assert_ne!(state() & ACCEPTED, 0);
     }
 
     /// The state word decides: a stale generation in the slot, or a cleared state, is no hit.

@@ -3,8 +3,8 @@
 //!
 //! | file | job | guarantees it enforces |
 //! |---|---|---|
-//! | [`hit`] | the hot path: the state word and the per-thread slots | **lock-free hit**: one atomic load, one thread-local slot, one header clone; no lock, await or allocation |
-//! | [`flight`] | the slow path: one fetch in flight, waiters, invalidation, the cooldown after failures | **one fetch** however many callers miss at once; **compare-and-evict**: a rejection drops the token only if it is still the one rejected (by generation) |
+//! | [`hit`] | the hot path: the state word and the per-thread slots; marking a token accepted | **lock-free hit**: one atomic load, one thread-local slot, one header clone; no lock, await or allocation. Marking "accepted" is one relaxed load once the token is marked |
+//! | [`flight`] | the slow path: one fetch in flight, waiters, invalidation and its limiter, the cooldown after failures | **one fetch** however many callers miss at once; **compare-and-evict**: a rejection drops the token only if it is still the one rejected (by generation); **revoked-again vs rejects-everything**: a token the API accepted is replaced at once, one it never accepted only after a backoff |
 //! | [`fetch`] | one fetch: the source under the load timeout, retries with backoff | every source bounded by the **load timeout**; transient failures retried, others not |
 //! | [`timer`] | a timer task per token | **refresh ahead**: marks the refresh due; **never past expiry**: ends the token's use at the end of its usable life, even when its refresh stalls |
 //! | [`schedule`] | pure: when a token is refreshed and until when it is used | the lifetime rule (1 s to ten years) and saturating time arithmetic, once for every source |
@@ -99,6 +99,9 @@ struct Slow {
     last_error: Option<Error>,
     /// When the last forced refresh (after a rejection) started.
     last_forced: Option<Instant>,
+    /// Forced refreshes in a row that replaced a token the API never accepted (reset when the
+    /// API accepts a token): the next one waits `CachePolicy::forced_refresh_wait(strikes)`.
+    strikes: u32,
     /// The timer of the current token, and the generation it guards.
     timer: Option<tokio::task::AbortHandle>,
     armed_gen: u64,

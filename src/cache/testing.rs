@@ -43,6 +43,7 @@ pub(crate) fn manual_entry(refresh_at: Instant, use_until: Instant) -> Arc<Entry
         token,
         refresh_at,
         use_until,
+        accepted: Default::default(),
     })
 }
 

@@ -218,10 +218,21 @@ impl<S> ClientCredentialsBuilder<S> {
         self
     }
 
-    /// At most one forced refresh (a token dropped because the API rejected it) per this
-    /// interval (default 5 s). A rejection inside the interval is returned to the caller as is.
-    pub fn forced_refresh_interval(mut self, interval: Duration) -> Self {
-        self.common.policy.forced_refresh_interval = interval;
+    /// How long the next forced refresh waits after the API rejected a replacement token it
+    /// never accepted (default 1 s), doubling with each such rejection in a row up to
+    /// [`forced_refresh_backoff_max`](Self::forced_refresh_backoff_max). A token the API
+    /// accepted at least once is replaced at once when rejected, and an acceptance ends the
+    /// backoff. A rejection inside the backoff is returned to the caller as is.
+    pub fn forced_refresh_backoff(mut self, initial: Duration) -> Self {
+        self.common.policy.forced_refresh_backoff = initial;
+        self
+    }
+
+    /// The longest wait of the forced refresh backoff (default 30 s): against an API that
+    /// rejects every token, at most one token request per this interval once the backoff has
+    /// grown.
+    pub fn forced_refresh_backoff_max(mut self, max: Duration) -> Self {
+        self.common.policy.forced_refresh_backoff_max = max;
         self
     }
 

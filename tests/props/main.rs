@@ -3,7 +3,7 @@
 //! outcome. (The token endpoint's parser, which is not public, has its property tests beside
 //! it in `src/endpoint/response.rs`; the `fuzz/` crate runs both parsers under libFuzzer.)
 
-use client_credentials::challenge::{classify, parse_challenges, Rejection};
+use client_credentials::challenge::{classify, parse_challenges, Rejection, NEW_TOKEN_CANNOT_FIX};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use proptest::prelude::*;
 
@@ -45,7 +45,11 @@ proptest! {
         }
         let verdict = classify(status, &headers, body.as_deref());
         match status {
-            StatusCode::FORBIDDEN => prop_assert!(matches!(verdict, Rejection::Other(_))),
+            // 400 and 403 are a rejection only through a challenge; the body is never read.
+            StatusCode::FORBIDDEN | StatusCode::BAD_REQUEST => {
+                prop_assert!(matches!(verdict, Rejection::NotRejected | Rejection::TokenRejected));
+                prop_assert_eq!(verdict.clone(), classify(status, &headers, None));
+            }
             StatusCode::UNAUTHORIZED => prop_assert_ne!(verdict, Rejection::NotRejected),
             _ => prop_assert_eq!(verdict, Rejection::NotRejected),
         }
@@ -66,11 +70,14 @@ proptest! {
         // several.
         let expected = challenges
             .iter()
-            .filter(|c| c.scheme.eq_ignore_ascii_case("bearer"))
+            .filter(|c| c.scheme.eq_ignore_ascii_case("bearer") || c.scheme.eq_ignore_ascii_case("dpop"))
             .find_map(|c| c.params.iter().find(|(n, _)| n == "error").map(|(_, v)| v.clone()));
         let expected = match expected {
-            Some(code) if code == "invalid_token" => Rejection::InvalidToken,
-            Some(code) => Rejection::Other(code),
+            Some(code) if code.eq_ignore_ascii_case("use_dpop_nonce") => Rejection::UseDpopNonce,
+            Some(code) if NEW_TOKEN_CANNOT_FIX.iter().any(|c| c.eq_ignore_ascii_case(&code)) => {
+                Rejection::Unfixable(code)
+            }
+            Some(_) => Rejection::TokenRejected,
             None => Rejection::NoErrorCode,
         };
         let mut one = HeaderMap::new();
@@ -117,8 +124,10 @@ fn challenge() -> impl Strategy<Value = GeneratedChallenge> {
         let mut parts = Vec::new();
         let mut expected = Vec::new();
         for (name, value, quoted, spaced) in params {
-            // An unquoted value must be a token; otherwise quote it.
+            // An unquoted value must be a token, and not start with a single quote (which
+            // servers use for quoting, and the parser reads so); otherwise quote it.
             let is_token = !value.is_empty()
+                && !value.starts_with('\'')
                 && value
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+.^_`|~-".contains(c));

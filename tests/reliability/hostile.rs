@@ -387,7 +387,7 @@ fn classify_reads_the_right_challenge_across_headers() {
                 br#"Bearer realm="x", error="invalid_token""#,
             ]),
             None,
-            Rejection::InvalidToken,
+            Rejection::TokenRejected,
         ),
         (
             headers(&[br#"Bearer realm="error=invalid_token""#]),
@@ -397,13 +397,13 @@ fn classify_reads_the_right_challenge_across_headers() {
         (
             headers(&[br#"Bearer error="insufficient_scope", scope="a b""#]),
             None,
-            Rejection::Other("insufficient_scope".into()),
+            Rejection::Unfixable("insufficient_scope".into()),
         ),
         // A header that is not visible ASCII is skipped; the body then decides.
         (
             headers(&[b"Bearer error=\"invalid_token\", realm=\"\xe9\""]),
             Some(br#"{"error":"invalid_token"}"#),
-            Rejection::InvalidToken,
+            Rejection::TokenRejected,
         ),
         (
             headers(&[b"Bearer error=\"invalid_token\", realm=\"\xe9\""]),

@@ -14,6 +14,7 @@ mod hostile;
 mod outage;
 mod refresh;
 mod rejecting_api;
+mod revocations;
 mod security;
 mod soak;
 

@@ -27,10 +27,12 @@ impl Respond for UniqueTokens {
 
 const INVALID_TOKEN: &str = r#"{"error":"invalid_token"}"#;
 
-/// 1,000 requests through the middleware over 10 s of simulated time (10 every 100 ms) against
-/// an API that answers every one `401 invalid_token`. With one forced refresh per 2 s at most,
-/// the token endpoint sees at most the first fetch plus `floor(span / 2 s) + 1` forced ones,
-/// and every caller gets the API's 401 as it was sent.
+/// An API that answers every request `401 invalid_token` for 30 s of simulated time (10
+/// requests every 100 ms, 3,000 in all), at default settings. The first token is replaced at
+/// once (it might have been a replacement fetched just before a revocation); every replacement
+/// the API then rejects without ever accepting it waits for the forced refresh backoff: 1 s,
+/// 2 s, 4 s, 8 s, 16 s after the previous forced refresh, capped at 30 s. The bound is computed
+/// from those settings, and every caller gets the API's 401 as it was sent.
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn always_401_api_causes_a_bounded_number_of_token_requests() {
     let _serial = crate::harness::shared().await;
@@ -57,17 +59,13 @@ async fn always_401_api_causes_a_bounded_number_of_token_requests() {
         .mount(&api)
         .await;
 
-    let interval = Duration::from_secs(2);
-    let step = Duration::from_millis(100);
-    let credentials = builder(&auth)
-        .forced_refresh_interval(interval)
-        .build()
-        .unwrap();
+    let credentials = builder(&auth).build().unwrap();
     let client = client(&credentials);
     let url = format!("{}/v1/accounts", api.uri());
 
-    let (steps, per_step) = (100, 10);
-    let mut span = Duration::ZERO;
+    let step = Duration::from_millis(100);
+    let (steps, per_step) = (301, 10);
+    let span = step * (steps - 1);
     for i in 0..steps {
         let mut calls = JoinSet::new();
         for _ in 0..per_step {
@@ -89,27 +87,40 @@ async fn always_401_api_causes_a_bounded_number_of_token_requests() {
         }
         if i + 1 < steps {
             tokio::time::advance(step).await;
-            span += step;
         }
     }
 
+    // The bound from the settings: forced refreshes at 0 s, then after waits of
+    // DEFAULT_FORCED_REFRESH_BACKOFF doubling up to DEFAULT_FORCED_REFRESH_BACKOFF_MAX.
+    let mut forced_at = vec![Duration::ZERO];
+    let mut wait = client_credentials::DEFAULT_FORCED_REFRESH_BACKOFF;
+    loop {
+        let next = *forced_at.last().unwrap() + wait;
+        if next > span {
+            break;
+        }
+        forced_at.push(next);
+        wait = (wait * 2).min(client_credentials::DEFAULT_FORCED_REFRESH_BACKOFF_MAX);
+    }
+    let bound = 1 + forced_at.len();
     let token_requests = hits(&auth).await;
-    let forced_at_most = (span.as_millis() / interval.as_millis()) as usize + 1;
-    let most = 1 + forced_at_most;
     let stats = credentials.stats();
     println!(
-        "always-401 API: {} requests over {span:?}, {token_requests} token requests (bound {most}), \
-         {} forced refreshes, {} suppressed",
+        "always-401 API: {} requests over {span:?}, {token_requests} token requests (bound {bound}: \
+         the first fetch and forced refreshes at {forced_at:?}), {} forced refreshes, {} suppressed",
         steps * per_step,
         stats.forced_refreshes,
         stats.forced_refreshes_suppressed
     );
-    assert!(
-        token_requests <= most,
-        "{token_requests} token requests > {most}"
+    // Time only moves in 100 ms steps here, so every forced refresh happens exactly when its
+    // backoff ends: the count is the bound, no more and no less.
+    assert_eq!(token_requests, bound, "forced refreshes at {forced_at:?}");
+    assert_eq!(stats.forced_refreshes as usize, forced_at.len());
+    // The requests rejected with the token a forced refresh replaced (the ten of that step)
+    // were each replayed once with the new token; every other rejection was passed on.
+    assert_eq!(
+        stats.replayed_requests as usize,
+        per_step as usize * forced_at.len()
     );
-    assert!(stats.forced_refreshes as usize <= forced_at_most);
-    // The rule was exercised: tokens were forced out, and most rejections were not.
-    assert!(token_requests >= 2, "no forced refresh happened");
     assert!(stats.forced_refreshes_suppressed > 0);
 }

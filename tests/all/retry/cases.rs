@@ -105,7 +105,7 @@ impl InvalidToken {
     }
 }
 
-/// Rejections a new token cannot fix: never retried.
+/// Answers that say a new token cannot help: never replayed, and no token request.
 #[derive(Debug)]
 pub struct NotRetried {
     pub name: &'static str,
@@ -130,16 +130,30 @@ pub const NOT_RETRIED: &[NotRetried] = &[
         body: br#"{"error":"insufficient_scope","error_description":"payments.write required"}"#,
     },
     NotRetried {
-        name: "401 missing_bearer_token in the body",
+        name: "401 insufficient_scope in the body",
         status: 401,
         www_authenticate: None,
-        body: b"{\"error\": \"missing_bearer_token\"}\n",
+        body: b"{\"error\": \"insufficient_scope\"}\n",
     },
     NotRetried {
-        name: "401 missing_bearer_token in the body, a Bearer challenge without a code",
+        name: "401 invalid_request in the body, a Bearer challenge without a code",
         status: 401,
         www_authenticate: Some(r#"Bearer realm="payments""#),
-        body: br#"{"error":"missing_bearer_token"}"#,
+        body: br#"{"error":"invalid_request"}"#,
+    },
+    NotRetried {
+        name: "401 insufficient_user_authentication in the header (RFC 9470)",
+        status: 401,
+        www_authenticate: Some(
+            r#"Bearer error="insufficient_user_authentication", acr_values="phr""#,
+        ),
+        body: b"",
+    },
+    NotRetried {
+        name: "403 invalid_request in the header",
+        status: 403,
+        www_authenticate: Some(r#"Bearer error="invalid_request""#),
+        body: b"{}",
     },
 ];
 

@@ -6,3 +6,5 @@ mod adapter;
 mod cache;
 mod cases;
 mod rule401;
+mod shape_table;
+mod shapes;
