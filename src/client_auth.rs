@@ -7,6 +7,8 @@
 //! itself does not change.
 
 use std::fmt;
+#[cfg(feature = "jwt")]
+use std::sync::Arc;
 
 use base64::Engine as _;
 use http::header::AUTHORIZATION;
@@ -25,28 +27,54 @@ pub enum AuthMethod {
     ClientSecretBasic,
     /// `client_secret_post`: `client_id` and `client_secret` in the form body.
     ClientSecretPost,
+    /// `client_secret_jwt` (RFC 7523 §2.2, OpenID Connect Core §9): a client assertion signed
+    /// with HS256 and the client secret. Needs the `jwt` feature.
+    ClientSecretJwt,
+    /// `private_key_jwt` (RFC 7523 §2.2, OpenID Connect Core §9): a client assertion signed
+    /// with the client's private key ([`signing_key`](crate::ClientCredentialsBuilder::signing_key)).
+    /// Needs the `jwt` feature.
+    PrivateKeyJwt,
+    /// `tls_client_auth` (RFC 8705 §2.1): the client certificate, issued by a CA the server
+    /// trusts, presented by the HTTP client
+    /// ([`http_client`](crate::ClientCredentialsBuilder::http_client) with an `identity`).
+    TlsClientAuth,
+    /// `self_signed_tls_client_auth` (RFC 8705 §2.2): a self-signed client certificate,
+    /// registered with the server, presented by the HTTP client.
+    SelfSignedTlsClientAuth,
 }
 
 impl AuthMethod {
-    /// The method's registered name (`client_secret_basic`, `client_secret_post`).
+    /// The method's registered name (`client_secret_basic`, `private_key_jwt`, ...).
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::ClientSecretBasic => "client_secret_basic",
             Self::ClientSecretPost => "client_secret_post",
+            Self::ClientSecretJwt => "client_secret_jwt",
+            Self::PrivateKeyJwt => "private_key_jwt",
+            Self::TlsClientAuth => "tls_client_auth",
+            Self::SelfSignedTlsClientAuth => "self_signed_tls_client_auth",
         }
     }
 
     /// Reads a registered name; `None` for a method this crate does not implement.
     pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "client_secret_basic" => Some(Self::ClientSecretBasic),
-            "client_secret_post" => Some(Self::ClientSecretPost),
-            _ => None,
-        }
+        Self::ALL.into_iter().find(|m| m.as_str() == name)
     }
 
-    /// Every method this crate implements, in the order discovery prefers them.
-    pub(crate) const ALL: [AuthMethod; 2] = [Self::ClientSecretBasic, Self::ClientSecretPost];
+    /// Every method this crate implements.
+    pub(crate) const ALL: [AuthMethod; 6] = [
+        Self::ClientSecretBasic,
+        Self::ClientSecretPost,
+        Self::ClientSecretJwt,
+        Self::PrivateKeyJwt,
+        Self::TlsClientAuth,
+        Self::SelfSignedTlsClientAuth,
+    ];
+
+    /// Whether the client certificate authenticates the client (RFC 8705).
+    pub(crate) fn is_mutual_tls(&self) -> bool {
+        matches!(self, Self::TlsClientAuth | Self::SelfSignedTlsClientAuth)
+    }
 }
 
 /// The client's credentials and how they are presented.
@@ -61,7 +89,35 @@ pub(crate) enum ClientAuth {
         client_id: String,
         secret: ClientSecret,
     },
+    /// `client_secret_jwt` and `private_key_jwt`: a new signed assertion for every request.
+    #[cfg(feature = "jwt")]
+    Assertion {
+        client_id: String,
+        signer: AssertionSigner,
+        audience: Arc<str>,
+        lifetime: std::time::Duration,
+    },
+    /// `tls_client_auth` and `self_signed_tls_client_auth`: the certificate is the HTTP
+    /// client's; the form names the client.
+    MutualTls {
+        client_id: String,
+        method: AuthMethod,
+    },
 }
+
+/// What signs a client assertion.
+#[cfg(feature = "jwt")]
+#[derive(Clone)]
+pub(crate) enum AssertionSigner {
+    /// `client_secret_jwt`: HS256 with the client secret.
+    Secret(ClientSecret),
+    /// `private_key_jwt`: the client's private key.
+    Key(crate::SigningKey),
+}
+
+/// The `client_assertion_type` of a JWT client assertion (RFC 7523 §2.2).
+#[cfg(feature = "jwt")]
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// The parts of one token request that authentication adds to.
 pub(crate) struct TokenRequest<'a> {
@@ -76,11 +132,23 @@ impl ClientAuth {
         match self {
             Self::SecretBasic { .. } => AuthMethod::ClientSecretBasic,
             Self::SecretPost { .. } => AuthMethod::ClientSecretPost,
+            #[cfg(feature = "jwt")]
+            Self::Assertion {
+                signer: AssertionSigner::Secret(_),
+                ..
+            } => AuthMethod::ClientSecretJwt,
+            #[cfg(feature = "jwt")]
+            Self::Assertion {
+                signer: AssertionSigner::Key(_),
+                ..
+            } => AuthMethod::PrivateKeyJwt,
+            Self::MutualTls { method, .. } => *method,
         }
     }
 
-    /// Adds what authenticates the client to one token request.
-    pub(crate) fn authenticate(&self, request: TokenRequest<'_>) {
+    /// Adds what authenticates the client to one token request. An assertion is signed anew
+    /// for every request, retries included (servers refuse a `jti` they have seen).
+    pub(crate) fn authenticate(&self, request: TokenRequest<'_>) -> Result<(), crate::Error> {
         match self {
             Self::SecretBasic {
                 client_id,
@@ -97,7 +165,37 @@ impl ClientAuth {
                     .form
                     .append_pair("client_secret", secret.expose_secret());
             }
+            #[cfg(feature = "jwt")]
+            Self::Assertion {
+                client_id,
+                signer,
+                audience,
+                lifetime,
+            } => {
+                let signer = match signer {
+                    AssertionSigner::Secret(secret) => {
+                        crate::jose::Signer::Secret(secret.expose_secret().as_bytes())
+                    }
+                    AssertionSigner::Key(key) => crate::jose::Signer::Key(key),
+                };
+                let assertion = crate::jose::client_assertion(
+                    &signer,
+                    client_id,
+                    audience,
+                    lifetime.as_secs().max(1),
+                )?;
+                // RFC 7521 §4.2 makes `client_id` optional; Entra ID and others want it.
+                request.form.append_pair("client_id", client_id);
+                request
+                    .form
+                    .append_pair("client_assertion_type", JWT_BEARER);
+                request.form.append_pair("client_assertion", &assertion);
+            }
+            Self::MutualTls { client_id, .. } => {
+                request.form.append_pair("client_id", client_id);
+            }
         }
+        Ok(())
     }
 }
 
@@ -118,6 +216,31 @@ impl fmt::Debug for ClientAuth {
                 .debug_struct("ClientSecretPost")
                 .field("client_id", client_id)
                 .field("client_secret", &"[redacted]")
+                .finish(),
+            #[cfg(feature = "jwt")]
+            Self::Assertion {
+                client_id,
+                signer,
+                audience,
+                lifetime,
+            } => {
+                let mut d = f.debug_struct(match signer {
+                    AssertionSigner::Secret(_) => "ClientSecretJwt",
+                    AssertionSigner::Key(_) => "PrivateKeyJwt",
+                });
+                d.field("client_id", client_id);
+                match signer {
+                    AssertionSigner::Secret(_) => d.field("client_secret", &"[redacted]"),
+                    AssertionSigner::Key(key) => d.field("key", key),
+                };
+                d.field("audience", audience)
+                    .field("lifetime", lifetime)
+                    .finish()
+            }
+            Self::MutualTls { client_id, method } => f
+                .debug_struct("MutualTls")
+                .field("method", &method.as_str())
+                .field("client_id", client_id)
                 .finish(),
         }
     }
@@ -199,7 +322,8 @@ mod tests {
             auth.authenticate(TokenRequest {
                 form: &mut form,
                 headers: &mut headers,
-            });
+            })
+            .unwrap();
             assert_eq!(form.finish(), form_expected, "{:?}", auth.method());
             assert_eq!(headers.contains_key(AUTHORIZATION), has_header);
             assert!(!format!("{auth:?}").contains("\"s\""));
@@ -211,6 +335,11 @@ mod tests {
         for method in AuthMethod::ALL {
             assert_eq!(AuthMethod::parse(method.as_str()), Some(method));
         }
-        assert_eq!(AuthMethod::parse("private_key_jwt"), None);
+        assert_eq!(
+            AuthMethod::parse("private_key_jwt"),
+            Some(AuthMethod::PrivateKeyJwt)
+        );
+        assert_eq!(AuthMethod::parse("none"), None);
+        assert_eq!(AuthMethod::parse("Client_Secret_Basic"), None);
     }
 }

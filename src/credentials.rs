@@ -50,6 +50,9 @@ impl AsRef<ClientCredentials> for ClientCredentials {
 pub(crate) struct Inner {
     pub(crate) partitions: Partitions,
     pub(crate) api: ApiPolicy,
+    /// DPoP: the proof key and the nonces servers gave (shared with the token endpoint).
+    #[cfg(feature = "jwt")]
+    pub(crate) dpop: Option<Arc<crate::proof::Dpop>>,
 }
 
 /// What the adapters do with API requests and answers.
@@ -97,11 +100,14 @@ impl ClientCredentials {
         scopes: Scopes,
         api: ApiPolicy,
         max_scope_sets: usize,
+        #[cfg(feature = "jwt")] dpop: Option<Arc<crate::proof::Dpop>>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 partitions: Partitions::new(scopes, Arc::new(shared), max_scope_sets),
                 api,
+                #[cfg(feature = "jwt")]
+                dpop,
             }),
         }
     }
@@ -224,8 +230,137 @@ impl ClientCredentials {
         }
     }
 
+    /// The headers a request your own code sends needs: `Authorization` (`Bearer <token>`, or
+    /// `DPoP <token>` for a DPoP-bound token) and, for a DPoP-bound token, a `DPoP` proof made
+    /// for `method` on `url` (with the nonce that origin gave last). For a websocket handshake,
+    /// a gRPC call made by hand, any client without an adapter.
+    ///
+    /// ```no_run
+    /// # async fn run(credentials: client_credentials::ClientCredentials) -> Result<(), Box<dyn std::error::Error>> {
+    /// let url = "https://api.example.com/v1/stream";
+    /// let auth = credentials.request_authorization(&http::Method::GET, url).await?;
+    /// let mut request = http::Request::get(url).body(())?;
+    /// auth.apply_to(request.headers_mut());
+    /// # Ok(()) }
+    /// ```
+    pub async fn request_authorization(
+        &self,
+        method: &http::Method,
+        url: &str,
+    ) -> Result<RequestAuthorization, Error> {
+        let url = url::Url::parse(url).map_err(|_| Error::DpopUrl)?;
+        let cache = &self.inner.partitions.default;
+        let entry = cache.entry().await?;
+        #[cfg(feature = "jwt")]
+        if let (Some(dpop), crate::source::TokenType::Dpop) = (&self.inner.dpop, entry_type(&entry))
+        {
+            let htu = crate::proof::htu_of_url(&url).ok_or(Error::DpopUrl)?;
+            let origin = crate::config::url::Origin::from_parts(
+                Some(url.scheme()),
+                url.host_str(),
+                url.port(),
+            );
+            let proof = dpop.proof(method, &htu, Some(entry.token.secret()), origin.as_ref())?;
+            return Ok(RequestAuthorization {
+                authorization: entry.header.clone(),
+                dpop: Some(proof),
+            });
+        }
+        let _ = (method, url);
+        Ok(RequestAuthorization {
+            authorization: entry.header.clone(),
+            dpop: None,
+        })
+    }
+
+    /// Replaces the DPoP key (a rotation): tokens bound to the old key are dropped, and the
+    /// next request fetches one bound to the new key. [`ConfigError::OutOfRange`] when DPoP is
+    /// not configured; [`ConfigError::InvalidKey`] for an `RS256` key (DPoP proofs use ES256,
+    /// EdDSA or PS256).
+    #[cfg(feature = "jwt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+    pub fn set_dpop_key(&self, key: crate::SigningKey) -> Result<(), crate::ConfigError> {
+        let dpop = self
+            .inner
+            .dpop
+            .as_ref()
+            .ok_or(crate::ConfigError::OutOfRange(
+                "set_dpop_key needs DPoP configured on the builder",
+            ))?;
+        if key.algorithm() == crate::JwsAlgorithm::Rs256 {
+            return Err(crate::ConfigError::InvalidKey(
+                "DPoP proofs are signed with ES256, EdDSA or PS256".to_owned(),
+            ));
+        }
+        let jkt = dpop.set_key(key);
+        for cache in self.inner.partitions.all() {
+            if let Some(entry) = cache.current() {
+                if entry.dpop_jkt.as_deref().is_some_and(|old| old != &*jkt) {
+                    cache.drop_token(entry.gen);
+                }
+            }
+        }
+        tracing::info!(thumbprint = %jkt, "DPoP key replaced; tokens bound to the old one dropped");
+        Ok(())
+    }
+
+    /// The RFC 7638 thumbprint of the DPoP key (what the server puts in a bound token's
+    /// `cnf.jkt`), when DPoP is configured.
+    #[cfg(feature = "jwt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+    pub fn dpop_thumbprint(&self) -> Option<String> {
+        self.inner.dpop.as_ref().map(|d| d.thumbprint().to_string())
+    }
+
+    /// The DPoP key, when DPoP is configured.
+    #[cfg(feature = "jwt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+    pub fn dpop_key(&self) -> Option<crate::SigningKey> {
+        self.inner.dpop.as_ref().map(|d| d.key())
+    }
+
     /// A snapshot of the counters.
     pub fn stats(&self) -> Stats {
         self.inner.partitions.default.shared.counters.snapshot()
+    }
+}
+
+/// How a cached entry's token is presented.
+#[cfg(feature = "jwt")]
+fn entry_type(entry: &crate::cache::Entry) -> crate::source::TokenType {
+    if entry.header.as_bytes().starts_with(b"DPoP ") {
+        crate::source::TokenType::Dpop
+    } else {
+        crate::source::TokenType::Bearer
+    }
+}
+
+/// The headers of a request sent by your own code (see
+/// [`ClientCredentials::request_authorization`]). `Debug` hides their values.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct RequestAuthorization {
+    /// `Bearer <token>` or `DPoP <token>`, marked sensitive.
+    pub authorization: HeaderValue,
+    /// The `DPoP` proof, for a DPoP-bound token.
+    pub dpop: Option<HeaderValue>,
+}
+
+impl RequestAuthorization {
+    /// Puts both headers on a request's header map.
+    pub fn apply_to(&self, headers: &mut http::HeaderMap) {
+        headers.insert(http::header::AUTHORIZATION, self.authorization.clone());
+        if let Some(proof) = &self.dpop {
+            headers.insert(http::HeaderName::from_static("dpop"), proof.clone());
+        }
+    }
+}
+
+impl fmt::Debug for RequestAuthorization {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestAuthorization")
+            .field("authorization", &"[redacted]")
+            .field("dpop", &self.dpop.as_ref().map(|_| "[redacted]"))
+            .finish()
     }
 }

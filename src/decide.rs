@@ -24,7 +24,7 @@
 use std::sync::Arc;
 
 use http::header::{HeaderName, AUTHORIZATION, CONTENT_TYPE};
-use http::{HeaderMap, HeaderValue, StatusCode, Uri};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use url::Url;
 
 use crate::cache::{Credential, TokenCache};
@@ -162,17 +162,21 @@ impl RequestOptions {
 /// more than the whole cache hit).
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Target<'a> {
+    #[cfg_attr(not(feature = "reqwest-middleware"), allow(dead_code))]
     Url(&'a Url),
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))]
     Uri(&'a Uri),
 }
 
 impl<'a> Target<'a> {
     /// A reqwest request's URL.
+    #[cfg_attr(not(feature = "reqwest-middleware"), allow(dead_code))]
     pub(crate) fn url(url: &'a Url) -> Self {
         Self::Url(url)
     }
 
     /// An `http::Request`'s URI.
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))]
     pub(crate) fn uri(uri: &'a Uri) -> Self {
         Self::Uri(uri)
     }
@@ -181,6 +185,15 @@ impl<'a> Target<'a> {
         match self {
             Self::Url(url) => Origin::from_parts(Some(url.scheme()), url.host_str(), url.port()),
             Self::Uri(uri) => Origin::from_parts(uri.scheme_str(), uri.host(), uri.port_u16()),
+        }
+    }
+
+    /// The URL a DPoP proof names (`htu`).
+    #[cfg(feature = "jwt")]
+    fn htu(&self) -> Option<String> {
+        match self {
+            Self::Url(url) => crate::proof::htu_of_url(url),
+            Self::Uri(uri) => crate::proof::htu_of_uri(uri),
         }
     }
 }
@@ -237,6 +250,18 @@ pub(crate) struct Exchange<C> {
     /// The generation of the token last sent.
     sent: u64,
     replayed: bool,
+    /// A request with a DPoP-bound token: its origin (whose nonces it uses), the credential
+    /// sent, and whether a replay keeps it (the API asked for a proof with its nonce).
+    #[cfg(feature = "jwt")]
+    dpop: Option<DpopRequest>,
+}
+
+#[cfg(feature = "jwt")]
+struct DpopRequest {
+    origin: Option<Origin>,
+    sent: Credential,
+    fresh_nonce: bool,
+    same_token: bool,
 }
 
 impl<C: AsRef<ClientCredentials>> Exchange<C> {
@@ -269,6 +294,8 @@ impl<C: AsRef<ClientCredentials>> Exchange<C> {
             grpc,
             sent: 0,
             replayed: false,
+            #[cfg(feature = "jwt")]
+            dpop: None,
         };
         match options {
             None => Some(exchange),
@@ -312,10 +339,79 @@ impl<C: AsRef<ClientCredentials>> Exchange<C> {
         Box::pin(async move { cache.entry().await.map(|e| e.credential()) })
     }
 
-    /// Puts the token (and the tenant, unless the request has one) on a request.
-    pub(crate) fn apply(&mut self, credential: Credential, headers: &mut HeaderMap) {
+    /// The DPoP proof a request with `credential` needs, if its token is DPoP-bound: made for
+    /// `method` on `target`, with the nonce its origin gave last. `None` for a Bearer token.
+    /// Asked before [`apply`](Self::apply), for the first send and for a replay alike (a
+    /// replay carries a new proof).
+    #[inline]
+    pub(crate) fn proof(
+        &mut self,
+        credential: &Credential,
+        method: &Method,
+        target: Target<'_>,
+    ) -> Result<Option<HeaderValue>, Error> {
+        #[cfg(feature = "jwt")]
+        if let Some(dpop) = self.credentials.as_ref().inner.dpop.clone() {
+            return self.dpop_proof(&dpop, credential, method, target);
+        }
+        let _ = (credential, method, target);
+        Ok(None)
+    }
+
+    #[cfg(feature = "jwt")]
+    #[cold]
+    fn dpop_proof(
+        &mut self,
+        dpop: &crate::proof::Dpop,
+        credential: &Credential,
+        method: &Method,
+        target: Target<'_>,
+    ) -> Result<Option<HeaderValue>, Error> {
+        let Some(token) = credential.header.as_bytes().strip_prefix(b"DPoP ") else {
+            return Ok(None); // a Bearer token (DPoP not required, and not granted)
+        };
+        // A token bound to a key that was replaced since (its fetch raced the replacement)
+        // cannot be proved: drop it so the next request gets one bound to the current key.
+        let cache = self.cache();
+        if let Some(entry) = cache.current().filter(|e| e.gen == credential.gen) {
+            if entry
+                .dpop_jkt
+                .as_deref()
+                .is_some_and(|jkt| jkt != &*dpop.thumbprint())
+            {
+                cache.drop_token(entry.gen);
+                return Err(Error::DpopKeyReplaced);
+            }
+        }
+        let token = std::str::from_utf8(token).map_err(|_| Error::Signing)?;
+        let htu = target.htu().ok_or(Error::DpopUrl)?;
+        let origin = target.origin();
+        let proof = dpop.proof(method, &htu, Some(token), origin.as_ref())?;
+        self.dpop = Some(DpopRequest {
+            origin,
+            sent: credential.clone(),
+            fresh_nonce: false,
+            same_token: false,
+        });
+        Ok(Some(proof))
+    }
+
+    /// Puts the token, its DPoP proof if it has one, and the tenant (unless the request has
+    /// one) on a request.
+    pub(crate) fn apply(
+        &mut self,
+        credential: Credential,
+        proof: Option<HeaderValue>,
+        headers: &mut HeaderMap,
+    ) {
         self.sent = credential.gen;
         headers.insert(AUTHORIZATION, credential.header);
+        #[cfg(feature = "jwt")]
+        if let Some(proof) = proof {
+            headers.insert(crate::proof::DPOP, proof);
+        }
+        #[cfg(not(feature = "jwt"))]
+        let _ = proof;
         let configured = &self.credentials.as_ref().inner.api.tenant;
         if let Some(tenant) = self
             .tenant
@@ -343,6 +439,10 @@ impl<C: AsRef<ClientCredentials>> Exchange<C> {
         headers: &HeaderMap,
         has_copy: bool,
     ) -> Verdict {
+        #[cfg(feature = "jwt")]
+        if self.dpop.is_some() {
+            self.remember_nonce(headers);
+        }
         if !may_be_rejection(status) {
             self.cache().mark_accepted(self.sent);
             return Verdict::PassOn;
@@ -368,12 +468,39 @@ impl<C: AsRef<ClientCredentials>> Exchange<C> {
         self.decide(&classify(status, headers, body), true)
     }
 
+    /// A `DPoP-Nonce` on an answer to a DPoP request: remembered for its origin (whether or
+    /// not the request is replayed).
+    #[cfg(feature = "jwt")]
+    #[cold]
+    fn remember_nonce(&mut self, headers: &HeaderMap) {
+        let Some(dpop) = self.credentials.as_ref().inner.dpop.clone() else {
+            return;
+        };
+        let Some(request) = &mut self.dpop else {
+            return;
+        };
+        if let Some(origin) = &request.origin {
+            request.fresh_nonce = dpop.remember_nonce(origin, headers);
+        }
+    }
+
     /// The rule applied: a rejection a new token may fix is replayed when possible, or at
     /// least drops the token; anything else marks the token accepted.
     fn decide(&mut self, rejection: &Rejection, can_replay: bool) -> Verdict {
         let bare_401_rejects = self.bare_401_rejects();
         if rejection.accepts_token(bare_401_rejects) {
             self.cache().mark_accepted(self.sent);
+        }
+        #[cfg(feature = "jwt")]
+        if *rejection == Rejection::UseDpopNonce {
+            // The same token, a new proof with the nonce the answer gave: once.
+            return match &mut self.dpop {
+                Some(request) if can_replay && request.fresh_nonce => {
+                    request.same_token = true;
+                    Verdict::Replay
+                }
+                _ => Verdict::PassOn,
+            };
         }
         if !rejection.warrants_new_token(bare_401_rejects) {
             return Verdict::PassOn;
@@ -394,6 +521,20 @@ impl<C: AsRef<ClientCredentials>> Exchange<C> {
         self.replayed = true;
         let cache = Arc::clone(self.cache());
         let sent = self.sent;
+        #[cfg(feature = "jwt")]
+        if let Some(request) = self.dpop.as_ref().filter(|r| r.same_token) {
+            let same = request.sent.clone();
+            cache
+                .shared
+                .counters
+                .replayed_requests
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::debug!(
+                endpoint = %cache.shared.endpoint,
+                "replaying once with the same token and a DPoP proof carrying the API's nonce"
+            );
+            return Box::pin(std::future::ready(Some(same)));
+        }
         Box::pin(async move {
             if cache.invalidate(sent) == crate::cache::Invalidation::Limited {
                 return None;

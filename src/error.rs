@@ -90,6 +90,9 @@ pub enum InvalidResponse {
     TokenNotHeaderSafe,
     /// `expires_in` is present but neither a number nor a numeric string.
     InvalidExpiresIn,
+    /// DPoP is required, and the server answered a token that is not DPoP-bound
+    /// (`token_type` `Bearer`): it does not support DPoP for this client.
+    NotDpopBound,
 }
 
 impl fmt::Display for InvalidResponse {
@@ -97,14 +100,15 @@ impl fmt::Display for InvalidResponse {
         match self {
             Self::NotJson => f.write_str("the body is not a JSON object"),
             Self::MissingAccessToken => f.write_str("the body has no `access_token`"),
-            Self::UnsupportedTokenType(t) => {
-                write!(f, "unsupported token_type `{}` (expected Bearer)", shown(t))
-            }
+            Self::UnsupportedTokenType(t) => write!(f, "unsupported token_type `{}`", shown(t)),
             Self::BodyTooLarge { limit } => write!(f, "the body is larger than {limit} bytes"),
             Self::TokenNotHeaderSafe => {
                 f.write_str("the access token is empty or not a valid HTTP header value")
             }
             Self::InvalidExpiresIn => f.write_str("`expires_in` is not a number"),
+            Self::NotDpopBound => {
+                f.write_str("the token is not DPoP-bound (token_type Bearer), and DPoP is required")
+            }
         }
     }
 }
@@ -187,6 +191,19 @@ pub enum Error {
     /// before it produced a token (the runtime shutting down, for example).
     #[error("token source panicked or was cancelled before it produced a token")]
     SourceAborted,
+    /// A JWT (a client assertion or a DPoP proof) could not be signed. aws-lc-rs reports no
+    /// reason; it does not happen with a key that loaded.
+    #[error("a JWT could not be signed")]
+    Signing,
+    /// A DPoP proof names the request's URL (`htu`): a request without an absolute URL (a
+    /// scheme and a host) cannot get one, so it is not sent.
+    #[error("a DPoP proof needs the request's absolute URL (scheme and host)")]
+    DpopUrl,
+    /// The DPoP key was replaced while this request's token, bound to the old key, was being
+    /// fetched: the request was not sent, and the token was dropped so the next request gets
+    /// one bound to the new key.
+    #[error("the DPoP key was replaced; the token bound to the old one was dropped")]
+    DpopKeyReplaced,
     /// The token request failed before: callers get that error until the backoff delay has
     /// passed, so an outage never turns the request rate into the token request rate.
     #[error("no token: backing off for {retry_in:?} after: {last}")]
@@ -237,7 +254,12 @@ impl Error {
                     || (status.is_server_error() && *status != StatusCode::NOT_IMPLEMENTED)
             }
             Self::OAuth { status, .. } => status.is_server_error(),
-            Self::Redirect { .. } | Self::InvalidResponse { .. } | Self::BackingOff { .. } => false,
+            Self::Redirect { .. }
+            | Self::InvalidResponse { .. }
+            | Self::BackingOff { .. }
+            | Self::Signing
+            | Self::DpopUrl => false,
+            Self::DpopKeyReplaced => true,
         }
     }
 
@@ -295,6 +317,24 @@ pub enum ConfigError {
     /// An origin given to `allowed_origins` is not a URL with a scheme and host.
     #[error("invalid origin `{0}`")]
     InvalidOrigin(String),
+    /// A signing key could not be used: not PEM or a JWK, not the kind of key its algorithm
+    /// signs with, too small, or encrypted. The message says which; it never shows the key.
+    #[error("invalid signing key: {0}")]
+    InvalidKey(String),
+    /// The authentication method needs a signing key (`private_key_jwt`) and none was given.
+    #[error("{0} needs a signing key: set `signing_key`")]
+    MissingSigningKey(&'static str),
+    /// A client assertion's audience is the issuer by default, and no issuer is known: call
+    /// `discover`, set `issuer`, or choose another `assertion_audience`.
+    #[error("a client assertion's audience is the issuer: call `discover`, set `issuer`, or choose another `assertion_audience`")]
+    MissingIssuer,
+    /// Mutual TLS client authentication needs a client certificate, which only the HTTP
+    /// client can present: set `http_client` with an `identity`.
+    #[error("{0} needs a client certificate: set `http_client` with an `identity`")]
+    MissingClientCertificate(&'static str),
+    /// The authentication method or DPoP needs a cargo feature this build does not have.
+    #[error("{0} needs the `{1}` cargo feature")]
+    FeatureMissing(&'static str, &'static str),
     /// A setting is out of range; the message names it and its range.
     #[error("{0}")]
     OutOfRange(&'static str),

@@ -80,7 +80,11 @@ mod credentials;
 mod decide;
 mod endpoint;
 mod error;
+#[cfg(feature = "jwt")]
+mod jose;
 mod policy;
+#[cfg(feature = "jwt")]
+mod proof;
 #[cfg(feature = "reqwest-middleware")]
 mod reqwest;
 mod scopes;
@@ -95,12 +99,16 @@ pub mod tower;
 pub use crate::client_auth::AuthMethod;
 pub use crate::config::discovery::{DiscoveryError, InvalidDocument};
 pub use crate::config::{
-    builder, ClientCredentialsBuilder, DEFAULT_ENV_PREFIX, DEFAULT_MAX_SCOPE_SETS,
+    builder, AssertionAudience, ClientCredentialsBuilder, DEFAULT_ASSERTION_LIFETIME,
+    DEFAULT_ENV_PREFIX, DEFAULT_MAX_SCOPE_SETS,
 };
-pub use crate::credentials::ClientCredentials;
+pub use crate::credentials::{ClientCredentials, RequestAuthorization};
 pub use crate::decide::{RequestOptions, TenantId, X_TENANT_ID};
 pub use crate::endpoint::{TokenEndpoint, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_REQUEST_TIMEOUT};
 pub use crate::error::{BoxError, ConfigError, Error, InvalidResponse, OAuthErrorCode};
+#[cfg(feature = "jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+pub use crate::jose::{JwsAlgorithm, SigningKey};
 pub use crate::policy::{
     RetryPolicy, DEFAULT_EXPIRY_MARGIN, DEFAULT_FORCED_REFRESH_BACKOFF,
     DEFAULT_FORCED_REFRESH_BACKOFF_MAX, DEFAULT_LIFETIME, DEFAULT_LOAD_TIMEOUT, DEFAULT_REFRESH_AT,
@@ -111,7 +119,7 @@ pub use crate::policy::{
 pub use crate::reqwest::ClientCredentialsMiddleware;
 pub use crate::scopes::Scopes;
 pub use crate::secret::{AccessToken, ClientSecret};
-pub use crate::source::{BoxFuture, Token, TokenSource};
+pub use crate::source::{BoxFuture, Token, TokenSource, TokenType};
 pub use crate::stats::Stats;
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
@@ -131,6 +139,17 @@ pub mod fuzzing {
             None,
             body,
         )
+    }
+
+    /// The `DPoP-Nonce` header's parser.
+    #[cfg(feature = "jwt")]
+    pub fn parse_dpop_nonce(value: &http::HeaderValue) -> Option<&str> {
+        crate::proof::parse_nonce(value)
+    }
+
+    /// The authorization server metadata parser (discovery).
+    pub fn read_metadata(body: &[u8]) -> bool {
+        crate::config::discovery::read_metadata_for_fuzzing(body)
     }
 }
 

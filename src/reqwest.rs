@@ -90,7 +90,10 @@ impl Middleware for ClientCredentialsMiddleware {
                 .await
                 .map_err(reqwest_middleware::Error::middleware)?,
         };
-        exchange.apply(credential, req.headers_mut());
+        let proof = exchange
+            .proof(&credential, req.method(), Target::url(req.url()))
+            .map_err(reqwest_middleware::Error::middleware)?;
+        exchange.apply(credential, proof, req.headers_mut());
         // `try_clone` is `None` for a streaming body: such a request is sent once.
         let copy = if exchange.wants_copy() {
             req.try_clone()
@@ -133,8 +136,13 @@ async fn after_rejection(
     let Some(credential) = exchange.replacement().await else {
         return Ok(response);
     };
+    let proof = match exchange.proof(&credential, copy.method(), Target::url(copy.url())) {
+        Ok(proof) => proof,
+        // No proof for the replay: the caller gets the answer as it came.
+        Err(_) => return Ok(response),
+    };
     drop(response);
-    exchange.apply(credential, copy.headers_mut());
+    exchange.apply(credential, proof, copy.headers_mut());
     let response = next.run(copy, extensions).await?;
     exchange.inspect(response.status(), response.headers(), false);
     Ok(response)

@@ -10,17 +10,43 @@ use crate::{AccessToken, Error, Scopes};
 /// A boxed, `Send` future, as returned by [`TokenSource::fetch_token`].
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// How a token is presented to the API (the token endpoint's `token_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum TokenType {
+    /// `Authorization: Bearer <token>` (RFC 6750).
+    #[default]
+    Bearer,
+    /// `Authorization: DPoP <token>` with a `DPoP` proof on every request (RFC 9449): a token
+    /// bound to the client's DPoP key.
+    Dpop,
+}
+
+impl TokenType {
+    /// The scheme of the `Authorization` header (`Bearer`, `DPoP`).
+    pub fn scheme(&self) -> &'static str {
+        match self {
+            Self::Bearer => "Bearer",
+            Self::Dpop => "DPoP",
+        }
+    }
+}
+
 /// A token as a [`TokenSource`] hands it to the cache.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Token {
     /// The access token.
     pub access_token: AccessToken,
+    /// How it is presented (`Bearer` unless the built-in endpoint got a DPoP-bound token).
+    pub token_type: TokenType,
     /// The lifetime the server announced (`expires_in`), if it did. See [`Token::new`] for
     /// how the cache reads it.
     pub expires_in: Option<Duration>,
     /// The scopes the server says it granted (`scope`), if it said.
     pub scope: Option<String>,
+    /// For a DPoP-bound token: the thumbprint of the key it is bound to.
+    pub(crate) dpop_jkt: Option<Arc<str>>,
 }
 
 impl Token {
@@ -42,8 +68,10 @@ impl Token {
     pub fn new(access_token: AccessToken, expires_in: Option<Duration>) -> Self {
         Self {
             access_token,
+            token_type: TokenType::Bearer,
             expires_in,
             scope: None,
+            dpop_jkt: None,
         }
     }
 }

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use super::schedule::{later, schedule};
 use crate::error::InvalidResponse;
 use crate::policy::CachePolicy;
+use crate::source::TokenType;
 use crate::{AccessToken, Error, Token};
 
 /// A cached token: the value, its header, and its two points in time.
@@ -17,8 +18,11 @@ pub(crate) struct Entry {
     /// the per-thread slots and in a rejection (compare-and-evict compares generations).
     pub(crate) gen: u64,
     pub(crate) token: AccessToken,
-    /// `Bearer <token>`, marked sensitive.
+    /// `Bearer <token>` or `DPoP <token>`, marked sensitive.
     pub(crate) header: HeaderValue,
+    /// For a DPoP-bound token, the thumbprint of the key it is bound to.
+    #[cfg_attr(not(feature = "jwt"), allow(dead_code))]
+    pub(crate) dpop_jkt: Option<Arc<str>>,
     /// When the background refresh is due.
     pub(crate) refresh_at: Instant,
     /// The end of the token's usable life: never handed out from this point on.
@@ -51,12 +55,14 @@ impl Entry {
             endpoint: Arc::clone(endpoint),
             kind: InvalidResponse::TokenNotHeaderSafe,
         };
-        let header = bearer_header(&token.access_token).ok_or_else(invalid)?;
+        let header =
+            authorization_header(token.token_type, &token.access_token).ok_or_else(invalid)?;
         let (refresh_in, use_for) = schedule(policy, token.expires_in, fastrand::f64());
         Ok(Arc::new(Self {
             gen: super::next_id(),
             token: token.access_token,
             header,
+            dpop_jkt: token.dpop_jkt,
             refresh_at: later(started, refresh_in),
             use_until: later(started, use_for),
             accepted: AtomicBool::new(false),
@@ -72,15 +78,20 @@ impl Entry {
     }
 }
 
-/// `Bearer <token>`, marked sensitive; `None` for an empty token or one that cannot be a header
-/// value. The one place the `Bearer` header is built.
-pub(crate) fn bearer_header(token: &AccessToken) -> Option<HeaderValue> {
+/// `Bearer <token>` (or `DPoP <token>`), marked sensitive; `None` for an empty token or one
+/// that cannot be a header value. The one place the `Authorization` header is built.
+pub(crate) fn authorization_header(
+    token_type: TokenType,
+    token: &AccessToken,
+) -> Option<HeaderValue> {
     let secret = token.secret();
     if secret.is_empty() {
         return None;
     }
-    let mut value = String::with_capacity(7 + secret.len());
-    value.push_str("Bearer ");
+    let scheme = token_type.scheme();
+    let mut value = String::with_capacity(scheme.len() + 1 + secret.len());
+    value.push_str(scheme);
+    value.push(' ');
     value.push_str(secret);
     let mut header = HeaderValue::try_from(value).ok()?;
     header.set_sensitive(true);
@@ -113,12 +124,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bearer_header_is_sensitive_and_refuses_what_cannot_be_sent() {
-        let header = bearer_header(&AccessToken::new("abc.def")).unwrap();
+    fn authorization_header_is_sensitive_and_refuses_what_cannot_be_sent() {
+        let header = authorization_header(TokenType::Bearer, &AccessToken::new("abc.def")).unwrap();
         assert_eq!(header, "Bearer abc.def");
         assert!(header.is_sensitive());
+        let dpop = authorization_header(TokenType::Dpop, &AccessToken::new("abc.def")).unwrap();
+        assert_eq!(dpop, "DPoP abc.def");
         for bad in ["", "a\nb", "tab\u{7f}", "nul\0"] {
-            assert!(bearer_header(&AccessToken::new(bad)).is_none(), "{bad:?}");
+            assert!(
+                authorization_header(TokenType::Bearer, &AccessToken::new(bad)).is_none(),
+                "{bad:?}"
+            );
         }
     }
 

@@ -146,6 +146,19 @@ impl TokenCache {
         Invalidation::Replaced
     }
 
+    /// Drops the token of generation `gen`, if still current, without the limiter and without
+    /// fetching: the next request fetches (a DPoP key was replaced, so the token is bound to a
+    /// key the client no longer has).
+    #[cfg(feature = "jwt")]
+    pub(crate) fn drop_token(&self, gen: u64) {
+        let mut slow = self.lock();
+        if self.current.load().as_ref().is_some_and(|e| e.gen == gen) {
+            self.current.store(None);
+            self.unpublish();
+            self.disarm(&mut slow);
+        }
+    }
+
     fn start_fetch(
         self: &Arc<Self>,
         slow: &mut Slow,

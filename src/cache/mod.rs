@@ -65,7 +65,7 @@ mod props;
 #[cfg(test)]
 mod testing;
 
-pub(crate) use self::entry::{bearer_header, Credential, Entry};
+pub(crate) use self::entry::{authorization_header, Credential, Entry};
 pub(crate) use self::flight::Invalidation;
 pub(crate) use self::partitions::Partitions;
 

@@ -41,6 +41,14 @@ impl Partitions {
         (*scopes != self.default.scopes).then(|| self.scoped(scopes))
     }
 
+    /// Every cache: the configured scopes' and the others'.
+    #[cfg(feature = "jwt")]
+    pub(crate) fn all(&self) -> Vec<Arc<TokenCache>> {
+        let mut all = vec![Arc::clone(&self.default)];
+        all.extend(self.scoped.load().iter().cloned());
+        all
+    }
+
     fn scoped(&self, scopes: &Scopes) -> Arc<TokenCache> {
         if let Some(found) = self.scoped.load().iter().find(|c| c.scopes == *scopes) {
             return Arc::clone(found);

@@ -9,7 +9,7 @@ use std::time::Duration;
 use http::StatusCode;
 use tokio::time::Instant;
 
-use super::{bearer_header, next_id, Entry, Shared, TokenCache};
+use super::{authorization_header, next_id, Entry, Shared, TokenCache};
 use crate::policy::CachePolicy;
 use crate::stats::Counters;
 use crate::{AccessToken, BoxFuture, Error, OAuthErrorCode, Scopes, Token, TokenSource};
@@ -39,7 +39,8 @@ pub(crate) fn manual_entry(refresh_at: Instant, use_until: Instant) -> Arc<Entry
     let token = AccessToken::new(format!("manual-{}", next_id()));
     Arc::new(Entry {
         gen: next_id(),
-        header: bearer_header(&token).unwrap(),
+        header: authorization_header(crate::source::TokenType::Bearer, &token).unwrap(),
+        dpop_jkt: None,
         token,
         refresh_at,
         use_until,

@@ -188,6 +188,34 @@ struct Metadata {
     issuer: Option<String>,
     token_endpoint: Option<String>,
     token_endpoint_auth_methods_supported: Option<Vec<String>>,
+    /// RFC 8705 §5: the endpoints to use with mutual TLS.
+    mtls_endpoint_aliases: Option<MtlsAliases>,
+    /// RFC 9449 §5.1.
+    dpop_signing_alg_values_supported: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+struct MtlsAliases {
+    token_endpoint: Option<String>,
+}
+
+/// What a metadata document gives the builder.
+struct Discovered {
+    token_url: Url,
+    method: AuthMethod,
+    issuer: String,
+    dpop_algs: Option<Vec<String>>,
+}
+
+/// The metadata parser on arbitrary bytes, for the fuzz target: never panics.
+#[cfg(fuzzing)]
+pub(crate) fn read_metadata_for_fuzzing(body: &[u8]) -> bool {
+    let Ok(issuer) = Url::parse("https://auth.example") else {
+        return false;
+    };
+    ClientCredentialsBuilder::new()
+        .read_document(&issuer, "https://auth.example", body)
+        .is_ok()
 }
 
 /// The metadata URLs for an issuer, in the order they are tried.
@@ -363,6 +391,7 @@ impl ClientCredentialsBuilder {
     /// # }
     /// ```
     pub async fn discover(mut self, issuer: &str) -> Result<Self, DiscoveryError> {
+        let issuer_text = issuer;
         let issuer = parse_issuer(issuer, self.source.allow_insecure_http)?;
         // Same client and rules as the token request: a redirect is never followed.
         let fetcher = Fetcher {
@@ -383,13 +412,18 @@ impl ClientCredentialsBuilder {
             match fetcher.fetch(&url).await? {
                 Fetched::ClientError(status) => tried.push((shown, status)),
                 Fetched::Document(body) => {
-                    let (token_url, method) =
-                        self.read_document(&issuer, &body).map_err(|kind| {
-                            DiscoveryError::InvalidDocument {
+                    let discovered =
+                        self.read_document(&issuer, issuer_text, &body)
+                            .map_err(|kind| DiscoveryError::InvalidDocument {
                                 url: shown.clone(),
                                 kind,
-                            }
-                        })?;
+                            })?;
+                    let Discovered {
+                        token_url,
+                        method,
+                        issuer: issuer_id,
+                        dpop_algs,
+                    } = discovered;
                     tracing::debug!(
                         url = %shown,
                         token_endpoint = %endpoint_label(&token_url),
@@ -398,6 +432,8 @@ impl ClientCredentialsBuilder {
                     );
                     self.source.token_url = Some(token_url.to_string());
                     self.source.auth_method = Some(method);
+                    self.source.issuer.get_or_insert(issuer_id);
+                    self.source.dpop_algs_offered = dpop_algs;
                     return Ok(self);
                 }
             }
@@ -409,8 +445,9 @@ impl ClientCredentialsBuilder {
     fn read_document(
         &self,
         issuer: &Url,
+        issuer_text: &str,
         body: &[u8],
-    ) -> Result<(Url, AuthMethod), InvalidDocument> {
+    ) -> Result<Discovered, InvalidDocument> {
         let metadata: Metadata =
             serde_json::from_slice(body).map_err(|_| InvalidDocument::NotJson)?;
         if let Some(found) = &metadata.issuer {
@@ -421,34 +458,63 @@ impl ClientCredentialsBuilder {
                 });
             }
         }
-        let raw = metadata
-            .token_endpoint
-            .ok_or(InvalidDocument::MissingTokenEndpoint)?;
-        let token_url = super::url::token_url(&raw, self.source.allow_insecure_http)
-            .map_err(InvalidDocument::InvalidTokenEndpoint)?;
         let method = match (
             self.source.auth_method,
             metadata.token_endpoint_auth_methods_supported,
         ) {
             (Some(chosen), _) => chosen,
-            (None, offered) => choose_auth_method(offered.as_deref()).ok_or_else(|| {
-                InvalidDocument::NoSupportedAuthMethod {
+            (None, offered) => choose_auth_method(offered.as_deref(), &self.source.candidates())
+                .ok_or_else(|| InvalidDocument::NoSupportedAuthMethod {
                     offered: offered.unwrap_or_default(),
-                }
-            })?,
+                })?,
         };
-        Ok((token_url, method))
+        // With mutual TLS, the token request goes to the mTLS alias when there is one.
+        let mtls_alias = metadata
+            .mtls_endpoint_aliases
+            .and_then(|a| a.token_endpoint)
+            .filter(|_| method.is_mutual_tls());
+        let raw = mtls_alias
+            .or(metadata.token_endpoint)
+            .ok_or(InvalidDocument::MissingTokenEndpoint)?;
+        let token_url = super::url::token_url(&raw, self.source.allow_insecure_http)
+            .map_err(InvalidDocument::InvalidTokenEndpoint)?;
+        Ok(Discovered {
+            token_url,
+            method,
+            issuer: metadata
+                .issuer
+                .unwrap_or_else(|| issuer_text.trim().to_owned()),
+            dpop_algs: metadata.dpop_signing_alg_values_supported,
+        })
     }
 }
 
-/// The first method this crate implements, in its order of preference, that the server
-/// offers (when it says nothing: `client_secret_basic`, the RFC 8414 §2 default).
-fn choose_auth_method(offered: Option<&[String]>) -> Option<AuthMethod> {
+impl super::builder::Endpoint {
+    /// The methods discovery may choose from, best first, given the credentials set: a signing
+    /// key means `private_key_jwt`; otherwise the secret methods. (Mutual TLS is never guessed:
+    /// set it with `auth_method`.)
+    fn candidates(&self) -> Vec<AuthMethod> {
+        #[cfg(feature = "jwt")]
+        if self.signing_key.is_some() {
+            return vec![AuthMethod::PrivateKeyJwt];
+        }
+        let mut methods = vec![AuthMethod::ClientSecretBasic, AuthMethod::ClientSecretPost];
+        if cfg!(feature = "jwt") {
+            methods.push(AuthMethod::ClientSecretJwt);
+        }
+        methods
+    }
+}
+
+/// The first of `candidates` that the server offers; when it says nothing, the first
+/// candidate (for secrets, `client_secret_basic`: the RFC 8414 §2 default).
+fn choose_auth_method(offered: Option<&[String]>, candidates: &[AuthMethod]) -> Option<AuthMethod> {
     let Some(offered) = offered else {
-        return Some(AuthMethod::ClientSecretBasic);
+        return candidates.first().copied();
     };
-    AuthMethod::ALL
-        .into_iter()
+    candidates
+        .iter()
+        .copied()
         .find(|m| offered.iter().any(|o| o == m.as_str()))
 }
 
@@ -489,30 +555,53 @@ mod tests {
 
     #[test]
     fn auth_method_choice() {
+        use AuthMethod::*;
         let list = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-        // (offered, chosen)
-        let cases: [(Option<Vec<String>>, Option<AuthMethod>); 6] = [
-            (None, Some(AuthMethod::ClientSecretBasic)),
+        let secrets = [ClientSecretBasic, ClientSecretPost, ClientSecretJwt];
+        let key = [PrivateKeyJwt];
+        type Case<'a> = (Option<Vec<String>>, &'a [AuthMethod], Option<AuthMethod>);
+        // (offered, candidates, chosen)
+        let cases: Vec<Case<'_>> = vec![
+            (None, &secrets, Some(ClientSecretBasic)),
             (
                 Some(list(&["client_secret_post", "client_secret_basic"])),
-                Some(AuthMethod::ClientSecretBasic),
+                &secrets,
+                Some(ClientSecretBasic),
             ),
             (
                 Some(list(&["private_key_jwt", "client_secret_post"])),
-                Some(AuthMethod::ClientSecretPost),
+                &secrets,
+                Some(ClientSecretPost),
+            ),
+            (
+                Some(list(&["client_secret_jwt"])),
+                &secrets,
+                Some(ClientSecretJwt),
             ),
             (
                 Some(list(&["client_secret_basic"])),
-                Some(AuthMethod::ClientSecretBasic),
+                &secrets,
+                Some(ClientSecretBasic),
             ),
-            (Some(list(&["private_key_jwt", "tls_client_auth"])), None),
-            (Some(list(&[])), None),
+            (
+                Some(list(&["private_key_jwt", "tls_client_auth"])),
+                &secrets,
+                None,
+            ),
+            (
+                Some(list(&["private_key_jwt", "tls_client_auth"])),
+                &key,
+                Some(PrivateKeyJwt),
+            ),
+            (Some(list(&["client_secret_basic"])), &key, None),
+            (None, &key, Some(PrivateKeyJwt)),
+            (Some(list(&[])), &secrets, None),
         ];
-        for (offered, chosen) in cases {
+        for (offered, candidates, chosen) in cases {
             assert_eq!(
-                choose_auth_method(offered.as_deref()),
+                choose_auth_method(offered.as_deref(), candidates),
                 chosen,
-                "{offered:?}"
+                "{offered:?} {candidates:?}"
             );
         }
     }

@@ -16,7 +16,8 @@ impl ClientCredentialsBuilder {
     /// | `OAUTH_CLIENT_ID` | [`client_id`](Self::client_id) |
     /// | `OAUTH_CLIENT_SECRET` | [`client_secret`](Self::client_secret) |
     /// | `OAUTH_SCOPE` | [`scopes`](Self::scopes), space-separated |
-    /// | `OAUTH_AUTH_METHOD` | [`auth_method`](Self::auth_method): `client_secret_basic` or `client_secret_post` |
+    /// | `OAUTH_AUTH_METHOD` | [`auth_method`](Self::auth_method): `client_secret_basic`, `client_secret_post`, ... |
+    /// | `OAUTH_ISSUER` | [`issuer`](Self::issuer) |
     /// | `OAUTH_TENANT_ID` | [`tenant_id`](Self::tenant_id) |
     /// | `OAUTH_AUDIENCE` | [`param`](Self::param)`("audience", ..)` |
     /// | `OAUTH_RESOURCE` | [`param`](Self::param)`("resource", ..)` (RFC 8707) |
@@ -68,7 +69,9 @@ impl ClientCredentialsBuilder {
                 invalid(
                     "AUTH_METHOD",
                     format!(
-                        "`{}` is not client_secret_basic or client_secret_post",
+                        "`{}` is not a method this crate implements (client_secret_basic, \
+                         client_secret_post, client_secret_jwt, private_key_jwt, \
+                         tls_client_auth, self_signed_tls_client_auth)",
                         crate::text::shown(&v)
                     ),
                 )
@@ -78,6 +81,9 @@ impl ClientCredentialsBuilder {
         if let Some(v) = var("TENANT_ID")? {
             let tenant = TenantId::new(&v).map_err(|e| invalid("TENANT_ID", e.to_string()))?;
             self = self.tenant_id(tenant);
+        }
+        if let Some(v) = var("ISSUER")? {
+            self = self.issuer(v);
         }
         if let Some(v) = var("AUDIENCE")? {
             self = self.param("audience", v);
@@ -143,7 +149,7 @@ mod tests {
 
     #[test]
     fn unusable_variables_are_named() {
-        static METHOD: [(&str, &str); 1] = [("P_AUTH_METHOD", "private_key_jwt")];
+        static METHOD: [(&str, &str); 1] = [("P_AUTH_METHOD", "none")];
         static TENANT: [(&str, &str); 1] = [("P_TENANT_ID", "bad\nvalue")];
         for (vars, name) in [(&METHOD[..], "P_AUTH_METHOD"), (&TENANT[..], "P_TENANT_ID")] {
             let vars: &'static [(&str, &str)] = vars;

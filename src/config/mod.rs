@@ -11,18 +11,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cache::Shared;
-use crate::client_auth::ClientAuth;
 use crate::credentials::{ApiPolicy, ClientCredentials};
 use crate::endpoint::{TokenEndpoint, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_REQUEST_TIMEOUT};
 use crate::policy::{CachePolicy, RetryPolicy, DEFAULT_LOAD_TIMEOUT};
 use crate::stats::Counters;
 use crate::{AuthMethod, ClientSecret, ConfigError, Scopes, TenantId, TokenSource};
 
+mod auth;
 pub(crate) mod discovery;
 mod env;
 pub(crate) mod url;
 mod vendor;
 
+pub use self::auth::{AssertionAudience, DEFAULT_ASSERTION_LIFETIME};
 pub use self::env::DEFAULT_ENV_PREFIX;
 
 /// How many scope sets get a cache of their own when requests ask for other scopes than the
@@ -53,6 +54,17 @@ pub mod builder {
         pub(crate) allow_insecure_http: bool,
         /// Built when set; the error (reqwest's errors are not `Clone`) as text.
         pub(crate) http_client: Option<Result<reqwest::Client, String>>,
+        pub(crate) issuer: Option<String>,
+        pub(crate) assertion_audience: Option<super::AssertionAudience>,
+        pub(crate) assertion_lifetime: Option<Duration>,
+        #[cfg(feature = "jwt")]
+        pub(crate) signing_key: Option<crate::SigningKey>,
+        #[cfg(feature = "jwt")]
+        pub(crate) dpop: Option<super::auth::DpopChoice>,
+        #[cfg(feature = "jwt")]
+        pub(crate) dpop_required: Option<bool>,
+        /// `dpop_signing_alg_values_supported`, when discovery read it.
+        pub(crate) dpop_algs_offered: Option<Vec<String>>,
     }
 
     impl fmt::Debug for Endpoint {
@@ -67,6 +79,7 @@ pub mod builder {
                     &self.params.iter().map(|(k, _)| k).collect::<Vec<_>>(),
                 )
                 .field("custom_http_client", &self.http_client.is_some())
+                .field("issuer", &self.issuer)
                 .finish_non_exhaustive()
         }
     }
@@ -292,6 +305,7 @@ impl Common {
         source: Arc<dyn TokenSource>,
         endpoint: Arc<str>,
         default_load_timeout: Duration,
+        #[cfg(feature = "jwt")] dpop: Option<Arc<crate::proof::Dpop>>,
     ) -> Result<ClientCredentials, ConfigError> {
         self.scopes.check()?;
         let mut policy = self.policy;
@@ -325,6 +339,8 @@ impl Common {
             self.scopes,
             api,
             self.max_scope_sets,
+            #[cfg(feature = "jwt")]
+            dpop,
         ))
     }
 }
@@ -447,19 +463,38 @@ impl ClientCredentialsBuilder<Endpoint> {
     /// and layer made from it shares one cache.
     pub fn build(self) -> Result<ClientCredentials, ConfigError> {
         let endpoint = self.source.token_endpoint()?;
+        #[cfg(feature = "jwt")]
+        let dpop = self.source.dpop_state()?;
+        #[cfg(feature = "jwt")]
+        let endpoint = match &dpop {
+            Some(dpop) => endpoint.with_dpop(Arc::clone(dpop)),
+            None => endpoint,
+        };
         let default_load_timeout = DEFAULT_LOAD_TIMEOUT.max(
             self.source
                 .request_timeout()
                 .saturating_add(Duration::from_secs(5)),
         );
         let name = Arc::clone(endpoint.endpoint_arc());
-        self.common
-            .build(Arc::new(endpoint), name, default_load_timeout)
+        self.common.build(
+            Arc::new(endpoint),
+            name,
+            default_load_timeout,
+            #[cfg(feature = "jwt")]
+            dpop,
+        )
     }
 
     /// Builds only the [`TokenEndpoint`] (the built-in [`TokenSource`]) from the endpoint
-    /// settings: for a source of your own that wraps it.
+    /// settings: for a source of your own that wraps it. DPoP needs the whole
+    /// [`ClientCredentials`] (its proofs go on API requests too), so it is refused here.
     pub fn build_token_endpoint(&self) -> Result<TokenEndpoint, ConfigError> {
+        #[cfg(feature = "jwt")]
+        if self.source.dpop.is_some() {
+            return Err(ConfigError::OutOfRange(
+                "dpop needs the ClientCredentials `build()` makes, not build_token_endpoint",
+            ));
+        }
         self.source.token_endpoint()
     }
 }
@@ -490,28 +525,7 @@ impl Endpoint {
             .clone()
             .filter(|id| !id.is_empty())
             .ok_or(ConfigError::MissingClientId)?;
-        let method = self.auth_method.unwrap_or_default();
-        let secret = || {
-            self.client_secret
-                .clone()
-                .ok_or(ConfigError::MissingClientSecret(method.as_str()))
-        };
-        if self.form_encode_basic.is_some() && method != AuthMethod::ClientSecretBasic {
-            return Err(ConfigError::OutOfRange(
-                "form_encode_basic_credentials applies to client_secret_basic only",
-            ));
-        }
-        let auth = match method {
-            AuthMethod::ClientSecretBasic => ClientAuth::SecretBasic {
-                client_id,
-                secret: secret()?,
-                form_encode: self.form_encode_basic.unwrap_or(true),
-            },
-            AuthMethod::ClientSecretPost => ClientAuth::SecretPost {
-                client_id,
-                secret: secret()?,
-            },
-        };
+        let auth = self.client_auth(client_id, &url)?;
         let timeout = self.request_timeout();
         if timeout.is_zero() {
             return Err(ConfigError::OutOfRange(
@@ -560,8 +574,13 @@ impl ClientCredentialsBuilder<Custom> {
     /// and layer made from it shares one cache.
     pub fn build(self) -> Result<ClientCredentials, ConfigError> {
         let name: Arc<str> = Arc::from(self.source.name.as_deref().unwrap_or(CUSTOM_SOURCE_NAME));
-        self.common
-            .build(self.source.source, name, DEFAULT_LOAD_TIMEOUT)
+        self.common.build(
+            self.source.source,
+            name,
+            DEFAULT_LOAD_TIMEOUT,
+            #[cfg(feature = "jwt")]
+            None,
+        )
     }
 }
 

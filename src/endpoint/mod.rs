@@ -50,6 +50,9 @@ pub struct TokenEndpoint {
     params: Vec<(String, String)>,
     max_response_bytes: usize,
     timeout: Duration,
+    /// DPoP: a proof on every token request, and the token bound to its key.
+    #[cfg(feature = "jwt")]
+    dpop: Option<Arc<crate::proof::Dpop>>,
 }
 
 impl fmt::Debug for TokenEndpoint {
@@ -63,7 +66,7 @@ impl fmt::Debug for TokenEndpoint {
             )
             .field("max_response_bytes", &self.max_response_bytes)
             .field("timeout", &self.timeout)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -84,7 +87,16 @@ impl TokenEndpoint {
             params,
             max_response_bytes,
             timeout,
+            #[cfg(feature = "jwt")]
+            dpop: None,
         }
+    }
+
+    /// The same endpoint proving possession of `dpop`'s key on every token request.
+    #[cfg(feature = "jwt")]
+    pub(crate) fn with_dpop(mut self, dpop: Arc<crate::proof::Dpop>) -> Self {
+        self.dpop = Some(dpop);
+        self
     }
 
     /// The token endpoint as errors and logs show it: scheme, host, port and path.
@@ -97,7 +109,7 @@ impl TokenEndpoint {
     }
 
     /// The form and headers of one token request for `scopes`, the client authenticated.
-    fn request_parts(&self, scopes: &Scopes) -> (String, HeaderMap) {
+    fn request_parts(&self, scopes: &Scopes) -> Result<(String, HeaderMap), Error> {
         let mut form = form_urlencoded::Serializer::new(String::new());
         form.append_pair("grant_type", "client_credentials");
         if !scopes.is_empty() {
@@ -110,13 +122,89 @@ impl TokenEndpoint {
         self.auth.authenticate(TokenRequest {
             form: &mut form,
             headers: &mut headers,
-        });
-        (form.finish(), headers)
+        })?;
+        Ok((form.finish(), headers))
     }
 
+    /// One token request; with DPoP, a second one when the server asks for its nonce.
     async fn send(&self, scopes: &Scopes) -> Result<Token, Error> {
-        let (form, headers) = self.request_parts(scopes);
-        let mut response = self
+        #[cfg(feature = "jwt")]
+        if let Some(dpop) = &self.dpop {
+            return self.send_with_dpop(scopes, dpop).await;
+        }
+        let (form, headers) = self.request_parts(scopes)?;
+        let (result, _) = self.send_once(form, headers).await;
+        result
+    }
+
+    /// With DPoP: a proof on the request (with the server's last nonce), and exactly one more
+    /// request, with a new proof and a new client assertion, when the server answers
+    /// `use_dpop_nonce` with a `DPoP-Nonce` (RFC 9449 §8). Checks the token is DPoP-bound.
+    #[cfg(feature = "jwt")]
+    async fn send_with_dpop(
+        &self,
+        scopes: &Scopes,
+        dpop: &crate::proof::Dpop,
+    ) -> Result<Token, Error> {
+        let origin = crate::config::url::Origin::from_parts(
+            Some(self.url.scheme()),
+            self.url.host_str(),
+            self.url.port(),
+        );
+        let htu = crate::proof::htu_of_url(&self.url).ok_or(Error::DpopUrl)?;
+        let mut nonce_retried = false;
+        loop {
+            let (form, mut headers) = self.request_parts(scopes)?;
+            let jkt = dpop.thumbprint();
+            headers.insert(
+                crate::proof::DPOP,
+                dpop.proof(&http::Method::POST, &htu, None, origin.as_ref())?,
+            );
+            let (result, answer) = self.send_once(form, headers).await;
+            let fresh_nonce = match (&origin, &answer) {
+                (Some(origin), Some(headers)) => dpop.remember_nonce(origin, headers),
+                _ => false,
+            };
+            match result {
+                Err(error)
+                    if !nonce_retried
+                        && fresh_nonce
+                        && error
+                            .oauth_code()
+                            .is_some_and(|c| c.as_str() == "use_dpop_nonce") =>
+                {
+                    tracing::debug!(endpoint = %self.endpoint, "the token endpoint asked for a DPoP nonce; sending once more with it");
+                    nonce_retried = true;
+                }
+                Err(error) => return Err(error),
+                Ok(mut token) => {
+                    return match token.token_type {
+                        crate::TokenType::Dpop => {
+                            token.dpop_jkt = Some(jkt);
+                            Ok(token)
+                        }
+                        _ if dpop.required => Err(Error::InvalidResponse {
+                            endpoint: Arc::clone(&self.endpoint),
+                            kind: crate::InvalidResponse::NotDpopBound,
+                        }),
+                        _ => {
+                            tracing::warn!(endpoint = %self.endpoint, "the token endpoint answered a Bearer token to a DPoP request; using it as a Bearer token (DPoP is not required)");
+                            Ok(token)
+                        }
+                    };
+                }
+            }
+        }
+    }
+
+    /// Sends one token request and parses the answer; also gives back the answer's headers
+    /// (for a `DPoP-Nonce`) when there was an answer.
+    async fn send_once(
+        &self,
+        form: String,
+        headers: HeaderMap,
+    ) -> (Result<Token, Error>, Option<HeaderMap>) {
+        let response = self
             .client
             .post(self.url.clone())
             .timeout(self.timeout)
@@ -125,14 +213,19 @@ impl TokenEndpoint {
             .headers(headers)
             .body(form)
             .send()
-            .await
-            .map_err(|e| self.transport(e))?;
+            .await;
+        let mut response = match response {
+            Ok(response) => response,
+            Err(e) => return (Err(self.transport(e)), None),
+        };
         let status = response.status();
+        let answer_headers = response.headers().clone();
         if status.is_redirection() {
-            return Err(Error::Redirect {
+            let redirect = Error::Redirect {
                 endpoint: Arc::clone(&self.endpoint),
                 status,
-            });
+            };
+            return (Err(redirect), Some(answer_headers));
         }
         let retry_after = response
             .headers()
@@ -147,8 +240,29 @@ impl TokenEndpoint {
                     kind: crate::InvalidResponse::BodyTooLarge { limit },
                 },
                 ReadError::Transport(e) => self.transport(e),
-            })?;
-        parse_token_response(&self.endpoint, status, retry_after, &body)
+            });
+        let result = body.and_then(|body| {
+            let token = parse_token_response(&self.endpoint, status, retry_after, &body)?;
+            // Without DPoP, a DPoP-bound token cannot be used (every request would need a
+            // proof of a key this client does not have).
+            if token.token_type != crate::TokenType::Bearer && !self.proves_possession() {
+                return Err(Error::InvalidResponse {
+                    endpoint: Arc::clone(&self.endpoint),
+                    kind: crate::InvalidResponse::UnsupportedTokenType(Arc::from(
+                        token.token_type.scheme(),
+                    )),
+                });
+            }
+            Ok(token)
+        });
+        (result, Some(answer_headers))
+    }
+
+    fn proves_possession(&self) -> bool {
+        #[cfg(feature = "jwt")]
+        return self.dpop.is_some();
+        #[cfg(not(feature = "jwt"))]
+        return false;
     }
 
     /// A transport failure: the request timeout, or anything else reqwest reports.

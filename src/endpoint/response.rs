@@ -9,6 +9,7 @@ use http::{HeaderValue, StatusCode};
 use serde::Deserialize;
 
 use crate::error::InvalidResponse;
+use crate::source::TokenType;
 use crate::{AccessToken, Error, OAuthErrorCode, Token};
 
 /// Why a bounded read stopped.
@@ -110,22 +111,23 @@ pub(crate) fn parse_token_response(
         Some(serde_json::Value::String(token)) => token,
         _ => return Err(invalid(InvalidResponse::MissingAccessToken)),
     };
-    match parsed.token_type {
-        Some(serde_json::Value::String(t)) if t.eq_ignore_ascii_case("bearer") => {}
+    let token_type = match parsed.token_type {
+        Some(serde_json::Value::String(t)) if t.eq_ignore_ascii_case("bearer") => TokenType::Bearer,
+        Some(serde_json::Value::String(t)) if t.eq_ignore_ascii_case("dpop") => TokenType::Dpop,
         Some(serde_json::Value::String(t)) => {
             return Err(invalid(InvalidResponse::UnsupportedTokenType(Arc::from(t))))
         }
         // RFC 6749 makes token_type REQUIRED; a server that omits it gets the benefit of the
-        // doubt (the header we send is Bearer either way), anything else is refused.
-        None | Some(serde_json::Value::Null) => {}
+        // doubt (the header we send is Bearer), anything else is refused.
+        None | Some(serde_json::Value::Null) => TokenType::Bearer,
         Some(other) => {
             return Err(invalid(InvalidResponse::UnsupportedTokenType(Arc::from(
                 other.to_string(),
             ))))
         }
-    }
+    };
     let access_token = AccessToken::new(access_token);
-    if crate::cache::bearer_header(&access_token).is_none() {
+    if crate::cache::authorization_header(token_type, &access_token).is_none() {
         return Err(invalid(InvalidResponse::TokenNotHeaderSafe));
     }
     let expires_in = match parsed.expires_in {
@@ -143,8 +145,10 @@ pub(crate) fn parse_token_response(
     };
     Ok(Token {
         access_token,
+        token_type,
         expires_in,
         scope,
+        dpop_jkt: None,
     })
 }
 

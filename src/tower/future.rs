@@ -15,7 +15,7 @@ use super::ResponseBody;
 use crate::body::ReadPrefix;
 use crate::cache::Credential;
 use crate::challenge::MAX_INSPECTED_BODY;
-use crate::decide::{Exchange, Verdict};
+use crate::decide::{Exchange, Target, Verdict};
 use crate::error::BoxError;
 use crate::{BoxFuture, ClientCredentials, Error};
 
@@ -40,6 +40,8 @@ pin_project_lite::pin_project! {
         request: Option<Request<ReqBody>>,
         // The copy kept for a replay.
         copy: Option<Request<ReqBody>>,
+        // Why the request could not be sent (no DPoP proof for it).
+        failure: Option<Error>,
     }
 }
 
@@ -62,8 +64,22 @@ pin_project_lite::pin_project! {
         },
         // The replay waits for the inner service to be ready.
         Readying,
+        // The request could not be made: the error is in `failure`.
+        Failed,
         Done,
     }
+}
+
+/// Puts `credential`, and its DPoP proof when it has one, on `request`.
+fn authorize<B>(
+    exchange: &mut Exchange<ClientCredentials>,
+    credential: Credential,
+    request: Request<B>,
+) -> Result<Request<B>, Error> {
+    let (mut parts, body) = request.into_parts();
+    let proof = exchange.proof(&credential, &parts.method, Target::uri(&parts.uri))?;
+    exchange.apply(credential, proof, &mut parts.headers);
+    Ok(Request::from_parts(parts, body))
 }
 
 impl<S, ReqBody, ResBody> ResponseFuture<S, ReqBody, ResBody>
@@ -80,6 +96,7 @@ where
             exchange: None,
             request: None,
             copy: None,
+            failure: None,
         }
     }
 
@@ -87,15 +104,21 @@ where
     pub(crate) fn authorized(
         mut inner: S,
         mut exchange: Exchange<ClientCredentials>,
-        mut request: Request<ReqBody>,
+        request: Request<ReqBody>,
         copy: Option<Request<ReqBody>>,
     ) -> Self {
+        let mut failure = None;
         let (state, request) = match exchange.authorization_now() {
-            Some(credential) => {
-                exchange.apply(credential, request.headers_mut());
-                let future = inner.call(request);
-                (State::Calling { future }, None)
-            }
+            Some(credential) => match authorize(&mut exchange, credential, request) {
+                Ok(request) => {
+                    let future = inner.call(request);
+                    (State::Calling { future }, None)
+                }
+                Err(error) => {
+                    failure = Some(error);
+                    (State::Failed, None)
+                }
+            },
             None => (
                 State::Authorizing {
                     token: exchange.authorization(),
@@ -109,6 +132,7 @@ where
             exchange: Some(exchange),
             request,
             copy,
+            failure,
         }
     }
 }
@@ -140,13 +164,19 @@ where
                             return Poll::Ready(Err(error.into()));
                         }
                     };
-                    let (Some(exchange), Some(mut request)) =
+                    let (Some(exchange), Some(request)) =
                         (this.exchange.as_mut(), this.request.take())
                     else {
                         this.state.set(State::Done);
                         return Poll::Ready(Err(broken()));
                     };
-                    exchange.apply(credential, request.headers_mut());
+                    let request = match authorize(exchange, credential, request) {
+                        Ok(request) => request,
+                        Err(error) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(Err(error.into()));
+                        }
+                    };
                     // The service was made ready for this call before the future was made.
                     let future = this.inner.call(request);
                     this.state.set(State::Calling { future });
@@ -213,15 +243,19 @@ where
                 StateProj::Replacing { token, answer } => {
                     let replacement = ready!(token.as_mut().poll(cx));
                     let answer = answer.take();
-                    let (Some(credential), Some(mut copy), Some(exchange)) =
+                    let (Some(credential), Some(copy), Some(exchange)) =
                         (replacement, this.copy.take(), this.exchange.as_mut())
                     else {
                         // No new token: the caller gets the answer as it came.
                         this.state.set(State::Done);
                         return Poll::Ready(answer.ok_or_else(broken));
                     };
+                    let Ok(copy) = authorize(exchange, credential, copy) else {
+                        // No proof for the replay: the caller gets the answer as it came.
+                        this.state.set(State::Done);
+                        return Poll::Ready(answer.ok_or_else(broken));
+                    };
                     drop(answer);
-                    exchange.apply(credential, copy.headers_mut());
                     *this.request = Some(copy);
                     this.state.set(State::Readying);
                 }
@@ -236,6 +270,11 @@ where
                     };
                     let future = this.inner.call(request);
                     this.state.set(State::Calling { future });
+                }
+                StateProj::Failed => {
+                    let error = this.failure.take().map_or_else(broken, Into::into);
+                    this.state.set(State::Done);
+                    return Poll::Ready(Err(error));
                 }
                 StateProj::Done => return Poll::Ready(Err(broken())),
             }
@@ -255,6 +294,7 @@ where
             State::Reading { .. } => "Reading",
             State::Replacing { .. } => "Replacing",
             State::Readying => "Readying",
+            State::Failed => "Failed",
             State::Done => "Done",
         };
         f.debug_struct("ResponseFuture")

@@ -9,6 +9,8 @@
 mod support;
 
 mod ecosystem;
+#[cfg(feature = "jwt")]
+mod jose;
 mod retry;
 mod smoke;
 mod wire;

@@ -2,9 +2,9 @@
 //! Every test talks HTTP to `wiremock` servers on loopback; time-dependent tests use tokio's
 //! paused clock.
 
-mod adapter;
+pub mod adapter;
 mod cache;
-mod cases;
+pub mod cases;
 mod rule401;
 mod shape_table;
 mod shapes;

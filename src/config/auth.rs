@@ -1,0 +1,296 @@
+//! The client authentication and DPoP settings of the token endpoint builder, and the checks
+//! that turn them into a [`ClientAuth`] and a DPoP state.
+
+#[cfg(feature = "jwt")]
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::builder::Endpoint;
+use super::ClientCredentialsBuilder;
+use crate::client_auth::ClientAuth;
+use crate::{AuthMethod, ConfigError};
+#[cfg(feature = "jwt")]
+use crate::{JwsAlgorithm, SigningKey};
+
+/// The default lifetime of a client assertion (60 s): long enough for a slow token request,
+/// short enough that a leaked one is soon useless.
+pub const DEFAULT_ASSERTION_LIFETIME: Duration = Duration::from_secs(60);
+
+/// The `aud` of a client assertion (`private_key_jwt`, `client_secret_jwt`).
+///
+/// The default is the authorization server's **issuer identifier**, as one JSON string (never
+/// an array): what draft-ietf-oauth-rfc7523bis requires since the 2025 disclosure of audience
+/// injection attacks, and what OpenID Connect servers accept. Some servers want the token
+/// endpoint's URL instead (Microsoft Entra ID); that, or any other value, is an explicit choice.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum AssertionAudience {
+    /// The issuer identifier: from [`discover`](ClientCredentialsBuilder::discover), or set
+    /// with [`issuer`](ClientCredentialsBuilder::issuer).
+    #[default]
+    Issuer,
+    /// The token endpoint's URL (Microsoft Entra ID's rule).
+    TokenEndpoint,
+    /// This value.
+    Custom(String),
+}
+
+/// How the DPoP key is had.
+#[cfg(feature = "jwt")]
+#[derive(Debug, Clone)]
+pub(crate) enum DpopChoice {
+    /// Made at start-up: this algorithm, or the first of ES256, EdDSA and PS256 that the
+    /// server's metadata offers (ES256 without metadata).
+    Generate(Option<JwsAlgorithm>),
+    /// This key.
+    Key(SigningKey),
+}
+
+/// The client authentication and DPoP settings.
+impl ClientCredentialsBuilder<Endpoint> {
+    /// The authorization server's issuer identifier (default: none, or the one
+    /// [`discover`](Self::discover) read): the default audience of client assertions.
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.source.issuer = Some(issuer.into());
+        self
+    }
+
+    /// The `aud` of client assertions (default [`AssertionAudience::Issuer`]). `build()`
+    /// refuses it with a method that sends no assertion.
+    #[cfg(feature = "jwt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+    pub fn assertion_audience(mut self, audience: AssertionAudience) -> Self {
+        self.source.assertion_audience = Some(audience);
+        self
+    }
+
+    /// How long a client assertion is valid, its `exp` after its `iat` (default 60 s; from 1 s
+    /// to 10 minutes). A new assertion, with a new `jti`, is signed for every token request.
+    #[cfg(feature = "jwt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+    pub fn assertion_lifetime(mut self, lifetime: Duration) -> Self {
+        self.source.assertion_lifetime = Some(lifetime);
+        self
+    }
+
+    /// The private key for `private_key_jwt` (which becomes the default method when a key is
+    /// set). Register its [`public_jwk`](SigningKey::public_jwk) with the server.
+    #[cfg(feature = "jwt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+    pub fn signing_key(mut self, key: SigningKey) -> Self {
+        self.source.signing_key = Some(key);
+        self
+    }
+
+    /// DPoP (RFC 9449) with a key made at start-up: ES256, or the first of ES256, EdDSA and
+    /// PS256 the server's `dpop_signing_alg_values_supported` offers when
+    /// [`discover`](Self::discover) read one. Tokens are bound to the key; every request gets
+    /// `Authorization: DPoP <token>` and a fresh proof.
+    #[cfg(feature = "jwt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+    pub fn dpop(mut self) -> Self {
+        self.source.dpop = Some(DpopChoice::Generate(None));
+        self
+    }
+
+    /// DPoP with a key of this algorithm made at start-up (`ES256`, `EdDSA` or `PS256`).
+    #[cfg(feature = "jwt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+    pub fn dpop_algorithm(mut self, alg: JwsAlgorithm) -> Self {
+        self.source.dpop = Some(DpopChoice::Generate(Some(alg)));
+        self
+    }
+
+    /// DPoP with this key (kept across restarts, for instance, so tokens stay usable).
+    #[cfg(feature = "jwt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+    pub fn dpop_key(mut self, key: SigningKey) -> Self {
+        self.source.dpop = Some(DpopChoice::Key(key));
+        self
+    }
+
+    /// Whether a token that is not DPoP-bound is an error (default `true`). With `true`, a
+    /// server that answers `token_type: Bearer` to a DPoP request fails the token request with
+    /// `InvalidResponse::NotDpopBound`; with `false`, the token is used as a Bearer token (and a
+    /// warning logged), for servers that do not support DPoP for every client yet.
+    #[cfg(feature = "jwt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+    pub fn dpop_required(mut self, required: bool) -> Self {
+        self.source.dpop_required = Some(required);
+        self
+    }
+}
+
+impl Endpoint {
+    /// The method: the one set, else `private_key_jwt` when a signing key is set, else
+    /// `client_secret_basic`.
+    pub(crate) fn method(&self) -> AuthMethod {
+        if let Some(method) = self.auth_method {
+            return method;
+        }
+        #[cfg(feature = "jwt")]
+        if self.signing_key.is_some() {
+            return AuthMethod::PrivateKeyJwt;
+        }
+        AuthMethod::ClientSecretBasic
+    }
+
+    /// How the client authenticates to the token endpoint at `token_url`, every setting
+    /// checked: each one the method needs is there, and none it would ignore is set.
+    pub(crate) fn client_auth(
+        &self,
+        client_id: String,
+        token_url: &url::Url,
+    ) -> Result<ClientAuth, ConfigError> {
+        let method = self.method();
+        let name = method.as_str();
+        let unused = |setting: &'static str| ConfigError::OutOfRange(setting);
+        if self.form_encode_basic.is_some() && method != AuthMethod::ClientSecretBasic {
+            return Err(unused(
+                "form_encode_basic_credentials applies to client_secret_basic only",
+            ));
+        }
+        let is_assertion = matches!(
+            method,
+            AuthMethod::ClientSecretJwt | AuthMethod::PrivateKeyJwt
+        );
+        if !is_assertion && (self.assertion_audience.is_some() || self.assertion_lifetime.is_some())
+        {
+            return Err(unused(
+                "assertion_audience and assertion_lifetime apply to private_key_jwt and \
+                 client_secret_jwt only",
+            ));
+        }
+        #[cfg(feature = "jwt")]
+        if self.signing_key.is_some() && method != AuthMethod::PrivateKeyJwt {
+            return Err(unused("signing_key applies to private_key_jwt only"));
+        }
+        let uses_secret = matches!(
+            method,
+            AuthMethod::ClientSecretBasic
+                | AuthMethod::ClientSecretPost
+                | AuthMethod::ClientSecretJwt
+        );
+        if !uses_secret && self.client_secret.is_some() {
+            return Err(unused(
+                "client_secret applies to client_secret_basic, client_secret_post and \
+                 client_secret_jwt only",
+            ));
+        }
+        let secret = || {
+            self.client_secret
+                .clone()
+                .ok_or(ConfigError::MissingClientSecret(name))
+        };
+        Ok(match method {
+            AuthMethod::ClientSecretBasic => ClientAuth::SecretBasic {
+                client_id,
+                secret: secret()?,
+                form_encode: self.form_encode_basic.unwrap_or(true),
+            },
+            AuthMethod::ClientSecretPost => ClientAuth::SecretPost {
+                client_id,
+                secret: secret()?,
+            },
+            AuthMethod::TlsClientAuth | AuthMethod::SelfSignedTlsClientAuth => {
+                if self.http_client.is_none() {
+                    return Err(ConfigError::MissingClientCertificate(name));
+                }
+                ClientAuth::MutualTls { client_id, method }
+            }
+            #[cfg(feature = "jwt")]
+            AuthMethod::ClientSecretJwt | AuthMethod::PrivateKeyJwt => {
+                use crate::client_auth::AssertionSigner;
+                let signer = if method == AuthMethod::ClientSecretJwt {
+                    AssertionSigner::Secret(secret()?)
+                } else {
+                    AssertionSigner::Key(
+                        self.signing_key
+                            .clone()
+                            .ok_or(ConfigError::MissingSigningKey(name))?,
+                    )
+                };
+                let audience = match self.assertion_audience.clone().unwrap_or_default() {
+                    AssertionAudience::Issuer => {
+                        self.issuer.clone().ok_or(ConfigError::MissingIssuer)?
+                    }
+                    AssertionAudience::TokenEndpoint => token_url.as_str().to_owned(),
+                    AssertionAudience::Custom(audience) => audience,
+                };
+                let lifetime = self
+                    .assertion_lifetime
+                    .unwrap_or(DEFAULT_ASSERTION_LIFETIME);
+                if !(Duration::from_secs(1)..=Duration::from_secs(600)).contains(&lifetime) {
+                    return Err(unused("assertion_lifetime must be from 1 s to 10 minutes"));
+                }
+                ClientAuth::Assertion {
+                    client_id,
+                    signer,
+                    audience: Arc::from(audience),
+                    lifetime,
+                }
+            }
+            #[cfg(not(feature = "jwt"))]
+            AuthMethod::ClientSecretJwt | AuthMethod::PrivateKeyJwt => {
+                let _ = (token_url, secret);
+                return Err(ConfigError::FeatureMissing(name, "jwt"));
+            }
+        })
+    }
+
+    /// The DPoP state, if DPoP is configured: the key loaded or made, its algorithm one the
+    /// server offers (when its metadata was read).
+    #[cfg(feature = "jwt")]
+    pub(crate) fn dpop_state(&self) -> Result<Option<Arc<crate::proof::Dpop>>, ConfigError> {
+        let Some(choice) = &self.dpop else {
+            if self.dpop_required.is_some() {
+                return Err(ConfigError::OutOfRange(
+                    "dpop_required applies only with dpop, dpop_algorithm or dpop_key",
+                ));
+            }
+            return Ok(None);
+        };
+        let offered = |alg: JwsAlgorithm| {
+            self.dpop_algs_offered
+                .as_ref()
+                .is_none_or(|list| list.iter().any(|a| a == alg.as_str()))
+        };
+        let key = match choice {
+            DpopChoice::Key(key) => key.clone(),
+            DpopChoice::Generate(Some(alg)) => SigningKey::generate(*alg)?,
+            DpopChoice::Generate(None) => {
+                let alg = [
+                    JwsAlgorithm::Es256,
+                    JwsAlgorithm::EdDsa,
+                    JwsAlgorithm::Ps256,
+                ]
+                .into_iter()
+                .find(|a| offered(*a))
+                .ok_or_else(|| {
+                    ConfigError::InvalidKey(
+                        "the server's dpop_signing_alg_values_supported offers none of ES256, \
+                             EdDSA, PS256"
+                            .to_owned(),
+                    )
+                })?;
+                SigningKey::generate(alg)?
+            }
+        };
+        let alg = key.algorithm();
+        if alg == JwsAlgorithm::Rs256 {
+            return Err(ConfigError::InvalidKey(
+                "DPoP proofs are signed with ES256, EdDSA or PS256 (an RSA key can use PS256)"
+                    .to_owned(),
+            ));
+        }
+        if !offered(alg) {
+            return Err(ConfigError::InvalidKey(format!(
+                "the server's dpop_signing_alg_values_supported does not offer {alg}"
+            )));
+        }
+        Ok(Some(Arc::new(crate::proof::Dpop::new(
+            key,
+            self.dpop_required.unwrap_or(true),
+        ))))
+    }
+}

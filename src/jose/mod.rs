@@ -1,0 +1,166 @@
+//! JSON Web Signatures (RFC 7515) for client assertions (RFC 7523) and DPoP proofs (RFC 9449),
+//! signed with aws-lc-rs.
+//!
+//! A compact JWS is `base64url(header) "." base64url(claims) "." base64url(signature)`. The
+//! header of a DPoP proof never changes for a key, so it is encoded once
+//! ([`Dpop`](crate::proof::Dpop) keeps it); per proof only the claims are serialized and the
+//! input signed.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+
+mod der;
+mod key;
+
+pub use self::key::{JwsAlgorithm, SigningKey};
+
+/// base64url without padding (RFC 7515 §2).
+pub(crate) fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// base64url, padding allowed, as JWKs are found in the wild.
+pub(crate) fn b64_decode(text: &str) -> Option<Vec<u8>> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text.trim_end_matches('='))
+        .ok()
+}
+
+/// 16 bytes from the system's cryptographic random source, base64url: a `jti`.
+pub(crate) fn jti() -> Result<String, crate::Error> {
+    let mut bytes = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| crate::Error::Signing)?;
+    Ok(b64(&bytes))
+}
+
+/// Seconds since the Unix epoch, now (0 if the clock is before 1970).
+pub(crate) fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// How a JWS is signed: a key pair, or a shared secret (`client_secret_jwt`, HS256).
+pub(crate) enum Signer<'a> {
+    Key(&'a SigningKey),
+    Secret(&'a [u8]),
+}
+
+impl Signer<'_> {
+    fn alg(&self) -> &'static str {
+        match self {
+            Signer::Key(key) => key.algorithm().as_str(),
+            Signer::Secret(_) => "HS256",
+        }
+    }
+
+    fn sign(&self, input: &[u8]) -> Result<Vec<u8>, crate::Error> {
+        match self {
+            Signer::Key(key) => key.sign(input),
+            Signer::Secret(secret) => {
+                let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret);
+                Ok(aws_lc_rs::hmac::sign(&key, input).as_ref().to_vec())
+            }
+        }
+    }
+}
+
+/// A compact JWS of `claims` (JSON) under the already encoded `header_b64`.
+pub(crate) fn compact(
+    header_b64: &str,
+    claims: &str,
+    signer: &Signer<'_>,
+) -> Result<String, crate::Error> {
+    let mut jws = String::with_capacity(header_b64.len() + claims.len() * 4 / 3 + 400);
+    jws.push_str(header_b64);
+    jws.push('.');
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_string(claims, &mut jws);
+    let signature = signer.sign(jws.as_bytes())?;
+    jws.push('.');
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_string(signature, &mut jws);
+    Ok(jws)
+}
+
+/// A client assertion (RFC 7523 §3, OpenID Connect Core §9): `iss` = `sub` = the client id,
+/// `aud` a single string, a new random `jti`, `iat` now and a short `exp`; header
+/// `typ: client-authentication+jwt` (draft-ietf-oauth-rfc7523bis) and `kid` when known.
+pub(crate) fn client_assertion(
+    signer: &Signer<'_>,
+    client_id: &str,
+    audience: &str,
+    lifetime_secs: u64,
+) -> Result<zeroize::Zeroizing<String>, crate::Error> {
+    #[derive(serde::Serialize)]
+    struct Header<'a> {
+        alg: &'a str,
+        typ: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        kid: Option<&'a str>,
+    }
+    #[derive(serde::Serialize)]
+    struct Claims<'a> {
+        iss: &'a str,
+        sub: &'a str,
+        aud: &'a str,
+        jti: String,
+        iat: u64,
+        exp: u64,
+    }
+    let kid = match signer {
+        Signer::Key(key) => key.kid(),
+        Signer::Secret(_) => None,
+    };
+    let header = serde_json::to_string(&Header {
+        alg: signer.alg(),
+        typ: "client-authentication+jwt",
+        kid,
+    })
+    .map_err(|_| crate::Error::Signing)?;
+    let iat = now_secs();
+    let claims = serde_json::to_string(&Claims {
+        iss: client_id,
+        sub: client_id,
+        aud: audience,
+        jti: jti()?,
+        iat,
+        exp: iat.saturating_add(lifetime_secs),
+    })
+    .map_err(|_| crate::Error::Signing)?;
+    compact(&b64(header.as_bytes()), &claims, signer).map(zeroize::Zeroizing::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64url_round_trips_with_or_without_padding() {
+        assert_eq!(b64(b"\xfb\xff"), "-_8");
+        assert_eq!(b64_decode("-_8"), Some(b"\xfb\xff".to_vec()));
+        assert_eq!(b64_decode("-_8="), Some(b"\xfb\xff".to_vec()));
+        assert_eq!(b64_decode("+/8"), None);
+    }
+
+    #[test]
+    fn jtis_are_random_and_long_enough() {
+        let a = jti().unwrap();
+        let b = jti().unwrap();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 22, "16 bytes, base64url");
+    }
+
+    /// RFC 7515 A.1's HS256 example, to the byte.
+    #[test]
+    fn hs256_matches_the_rfc_example() {
+        let key = b64_decode("AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow").unwrap();
+        let header_b64 = "eyJ0eXAiOiJKV1QiLA0KICJhbGciOiJIUzI1NiJ9";
+        let claims =
+            "{\"iss\":\"joe\",\r\n \"exp\":1300819380,\r\n \"http://example.com/is_root\":true}";
+        let jws = compact(header_b64, claims, &Signer::Secret(&key)).unwrap();
+        assert_eq!(
+            jws,
+            "eyJ0eXAiOiJKV1QiLA0KICJhbGciOiJIUzI1NiJ9.eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ.dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
+        );
+    }
+}
