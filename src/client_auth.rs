@@ -126,8 +126,46 @@ pub(crate) struct TokenRequest<'a> {
 }
 
 impl ClientAuth {
-    /// The method's registered name.
-    #[cfg(test)]
+    /// Who the client is and how it proves it, for a fleet's store key: the client id, the
+    /// method, and a hash of the secret or the key's thumbprint (never a secret).
+    #[cfg(feature = "fleet")]
+    pub(crate) fn fleet_identity(&self, identity: &mut crate::fleet::Identity) {
+        use crate::fleet::Identity;
+        match self {
+            Self::SecretBasic {
+                client_id, secret, ..
+            }
+            | Self::SecretPost { client_id, secret } => {
+                identity.push("client_id", client_id);
+                identity.push("credential", Identity::secret_hash(secret.expose_secret()));
+            }
+            #[cfg(feature = "jwt")]
+            Self::Assertion {
+                client_id,
+                signer,
+                audience,
+                ..
+            } => {
+                identity.push("client_id", client_id);
+                identity.push("audience", &**audience);
+                match signer {
+                    AssertionSigner::Secret(secret) => {
+                        identity.push("credential", Identity::secret_hash(secret.expose_secret()));
+                    }
+                    AssertionSigner::Key(key) => {
+                        identity.push("credential", format!("key {}", key.thumbprint()));
+                    }
+                }
+            }
+            Self::MutualTls { client_id, .. } => {
+                identity.push("client_id", client_id);
+            }
+        }
+        identity.push("auth_method", self.method().as_str());
+    }
+
+    /// The method.
+    #[cfg(any(test, feature = "fleet"))]
     pub(crate) fn method(&self) -> AuthMethod {
         match self {
             Self::SecretBasic { .. } => AuthMethod::ClientSecretBasic,

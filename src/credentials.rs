@@ -260,7 +260,11 @@ impl ClientCredentials {
                 url.host_str(),
                 url.port(),
             );
-            let proof = dpop.proof(method, &htu, Some(entry.token.secret()), origin.as_ref())?;
+            let ath = match &entry.ath {
+                Some(ath) => Arc::clone(ath),
+                None => Arc::from(crate::proof::ath(entry.token.secret())),
+            };
+            let proof = dpop.proof(method, &htu, Some(&ath), origin.as_ref())?;
             return Ok(RequestAuthorization {
                 authorization: entry.header.clone(),
                 dpop: Some(proof),

@@ -190,7 +190,7 @@ impl<'a> Target<'a> {
 
     /// The URL a DPoP proof names (`htu`).
     #[cfg(feature = "jwt")]
-    fn htu(&self) -> Option<String> {
+    fn htu(&self) -> Option<std::borrow::Cow<'_, str>> {
         match self {
             Self::Url(url) => crate::proof::htu_of_url(url),
             Self::Uri(uri) => crate::proof::htu_of_uri(uri),
@@ -373,7 +373,8 @@ impl<C: AsRef<ClientCredentials>> Exchange<C> {
         // A token bound to a key that was replaced since (its fetch raced the replacement)
         // cannot be proved: drop it so the next request gets one bound to the current key.
         let cache = self.cache();
-        if let Some(entry) = cache.current().filter(|e| e.gen == credential.gen) {
+        let entry = cache.current().filter(|e| e.gen == credential.gen);
+        if let Some(entry) = &entry {
             if entry
                 .dpop_jkt
                 .as_deref()
@@ -383,10 +384,17 @@ impl<C: AsRef<ClientCredentials>> Exchange<C> {
                 return Err(Error::DpopKeyReplaced);
             }
         }
-        let token = std::str::from_utf8(token).map_err(|_| Error::Signing)?;
+        // The token's hash, computed once per token; hashed here only for a token the cache
+        // replaced while this request was being authorized.
+        let ath = match entry.as_ref().and_then(|e| e.ath.clone()) {
+            Some(ath) => ath,
+            None => Arc::from(crate::proof::ath(
+                std::str::from_utf8(token).map_err(|_| Error::Signing)?,
+            )),
+        };
         let htu = target.htu().ok_or(Error::DpopUrl)?;
         let origin = target.origin();
-        let proof = dpop.proof(method, &htu, Some(token), origin.as_ref())?;
+        let proof = dpop.proof(method, &htu, Some(&ath), origin.as_ref())?;
         self.dpop = Some(DpopRequest {
             origin,
             sent: credential.clone(),

@@ -335,6 +335,11 @@ pub enum ConfigError {
     /// The authentication method or DPoP needs a cargo feature this build does not have.
     #[error("{0} needs the `{1}` cargo feature")]
     FeatureMissing(&'static str, &'static str),
+    /// A fleet setting cannot be used: a store URL that does not parse, a namespace or
+    /// encryption key that is not valid, no encryption key without the plaintext opt-out.
+    /// The message says which; it never shows a password or a key.
+    #[error("fleet: {0}")]
+    InvalidFleet(String),
     /// A setting is out of range; the message names it and its range.
     #[error("{0}")]
     OutOfRange(&'static str),

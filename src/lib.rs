@@ -15,6 +15,8 @@
 //!   during an outage, callers get the error at once instead of each sending a token request.
 //! - **Secret-safe**: the client secret and tokens never appear in `Debug`, `Display`, errors
 //!   or logs.
+//! - **Beyond shared secrets** (`jwt` feature): `private_key_jwt`, `client_secret_jwt`, mutual
+//!   TLS, and DPoP-bound tokens with a fresh proof on every request.
 //!
 //! # Quickstart (reqwest)
 //!
@@ -46,6 +48,7 @@
 //! | `reqwest-middleware` | yes | [`ClientCredentialsMiddleware`] |
 //! | `rustls` | yes | HTTPS for the token request through reqwest's rustls |
 //! | `tower` | no | [`ClientCredentialsLayer`] and the [`tower`] module, for hyper, tonic and any `tower` stack |
+//! | `jwt` | no | `private_key_jwt` and `client_secret_jwt` client authentication, DPoP (RFC 9449): `SigningKey`, `JwsAlgorithm`, the builder's `signing_key`, `dpop`, `dpop_key` (aws-lc-rs, the crypto library rustls already builds) |
 //!
 //! Without `rustls`, enable a TLS feature on your own `reqwest` dependency (features unify).
 //!
@@ -61,6 +64,8 @@
 //! |---|---|
 //! | `config` | the builder, environment variables, vendor recipes, discovery, the URL rules |
 //! | `client_auth` | how the client proves who it is to the token endpoint |
+//! | `jose` | keys, JWS signing, client assertions (`jwt` feature) |
+//! | `proof` | DPoP proofs, the proof key and the nonces servers hand out (`jwt` feature) |
 //! | `endpoint` | the token request and the parsing of its answer |
 //! | `cache` | the shared token cache, a file per job (its module docs map each guarantee) |
 //! | `decide` | every per-request decision, for both adapters |
@@ -80,6 +85,8 @@ mod credentials;
 mod decide;
 mod endpoint;
 mod error;
+#[cfg(feature = "fleet")]
+mod fleet;
 #[cfg(feature = "jwt")]
 mod jose;
 mod policy;
@@ -106,6 +113,15 @@ pub use crate::credentials::{ClientCredentials, RequestAuthorization};
 pub use crate::decide::{RequestOptions, TenantId, X_TENANT_ID};
 pub use crate::endpoint::{TokenEndpoint, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_REQUEST_TIMEOUT};
 pub use crate::error::{BoxError, ConfigError, Error, InvalidResponse, OAuthErrorCode};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use crate::fleet::RedisStore;
+#[cfg(feature = "fleet")]
+#[cfg_attr(docsrs, doc(cfg(feature = "fleet")))]
+pub use crate::fleet::{
+    EncryptionKey, Eviction, Fleet, ForcedBackoff, StoreError, StoreKey, StoredToken, TokenStore,
+    DEFAULT_BREAKER_OPEN, DEFAULT_LOCK_TTL, DEFAULT_OPERATION_TIMEOUT,
+};
 #[cfg(feature = "jwt")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
 pub use crate::jose::{JwsAlgorithm, SigningKey};
@@ -202,6 +218,32 @@ pub mod __bench {
             extensions.get::<RequestOptions>(),
         )?;
         exchange.authorization_now().map(|c| c.header)
+    }
+
+    /// DPoP proofs as the adapters make them, for `benches/dpop.rs`.
+    #[cfg(feature = "jwt")]
+    #[derive(Debug)]
+    pub struct DpopProofs(crate::proof::Dpop);
+
+    #[cfg(feature = "jwt")]
+    impl DpopProofs {
+        /// Proofs signed with `key`.
+        pub fn new(key: crate::SigningKey) -> Self {
+            Self(crate::proof::Dpop::new(key, true))
+        }
+
+        /// One proof for `method` on `htu` for a token whose hash is `ath`: what every DPoP
+        /// request costs (the token's hash is computed once per token, and kept).
+        pub fn proof(&self, method: &http::Method, htu: &str, ath: &str) -> HeaderValue {
+            self.0
+                .proof(method, htu, Some(ath), None)
+                .unwrap_or_else(|_| HeaderValue::from_static(""))
+        }
+
+        /// A token's hash, as proofs carry it (`ath`).
+        pub fn ath(token: &str) -> String {
+            crate::proof::ath(token)
+        }
     }
 
     /// What the tower service does per request to reach a cached token: `Exchange::begin`

@@ -6,6 +6,7 @@
 //! (random), `htm`, `htu` (the request's URL without query and fragment), `iat`, and `ath` (the
 //! token's SHA-256) and `nonce` when there is one.
 
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
@@ -26,9 +27,10 @@ const MAX_NONCES: usize = 64;
 /// The longest nonce remembered (RFC 9449 sets no limit; servers send tens of characters).
 const MAX_NONCE_LEN: usize = 1024;
 
-/// A key and its encoded proof header.
+/// A key, its thumbprint and its encoded proof header.
 struct Keyed {
     key: SigningKey,
+    thumbprint: Arc<str>,
     header_b64: String,
 }
 
@@ -41,6 +43,7 @@ impl Keyed {
         );
         Self {
             header_b64: jose::b64(header.as_bytes()),
+            thumbprint: Arc::from(key.thumbprint()),
             key,
         }
     }
@@ -75,7 +78,7 @@ impl Dpop {
 
     /// The thumbprint of the current key (a DPoP-bound token's `cnf.jkt`).
     pub(crate) fn thumbprint(&self) -> Arc<str> {
-        Arc::from(self.key.load().key.thumbprint())
+        Arc::clone(&self.key.load().thumbprint)
     }
 
     /// The current key.
@@ -90,36 +93,17 @@ impl Dpop {
         thumbprint
     }
 
-    /// A proof for `method` on `htu`, for `token` (its `ath`) when it is a resource request,
-    /// with the nonce the server at `origin` gave last.
+    /// A proof for `method` on `htu`, with `ath` (the token's hash, see [`ath`]) when it is a
+    /// resource request, with the nonce the server at `origin` gave last.
     pub(crate) fn proof(
         &self,
         method: &Method,
         htu: &str,
-        token: Option<&str>,
+        ath: Option<&str>,
         origin: Option<&Origin>,
     ) -> Result<HeaderValue, Error> {
-        #[derive(serde::Serialize)]
-        struct Claims<'a> {
-            jti: String,
-            htm: &'a str,
-            htu: &'a str,
-            iat: u64,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            ath: Option<String>,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            nonce: Option<&'a str>,
-        }
         let nonce = origin.and_then(|o| self.nonce(o));
-        let claims = Claims {
-            jti: jose::jti()?,
-            htm: method.as_str(),
-            htu,
-            iat: jose::now_secs(),
-            ath: token.map(ath),
-            nonce: nonce.as_deref(),
-        };
-        let claims = serde_json::to_string(&claims).map_err(|_| Error::Signing)?;
+        let claims = claims(method, htu, ath, nonce.as_deref())?;
         let keyed = self.key.load();
         let proof = jose::compact(&keyed.header_b64, &claims, &Signer::Key(&keyed.key))?;
         let mut value = HeaderValue::try_from(proof).map_err(|_| Error::Signing)?;
@@ -153,6 +137,48 @@ impl Dpop {
     }
 }
 
+/// A proof's claims as compact JSON: `{"jti":..,"htm":..,"htu":..,"iat":..,"ath":..,"nonce":..}`.
+///
+/// Written by hand, the hot part of a proof after the signature: every member but `htu` is
+/// known to need no escaping (`jti` and `ath` are base64url, `htm` is an HTTP token, a nonce
+/// was checked to be `NQCHAR`s, `iat` a number); `htu` is escaped as JSON when it must be.
+fn claims(
+    method: &Method,
+    htu: &str,
+    ath: Option<&str>,
+    nonce: Option<&str>,
+) -> Result<String, Error> {
+    use std::fmt::Write as _;
+    let mut claims =
+        String::with_capacity(96 + htu.len() + ath.map_or(0, str::len) + nonce.map_or(0, str::len));
+    claims.push_str(r#"{"jti":""#);
+    jose::push_jti(&mut claims)?;
+    claims.push_str(r#"","htm":""#);
+    claims.push_str(method.as_str());
+    claims.push_str(r#"","htu":"#);
+    if htu.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        claims.push('"');
+        claims.push_str(htu);
+        claims.push('"');
+    } else {
+        claims.push_str(&serde_json::to_string(htu).map_err(|_| Error::Signing)?);
+    }
+    // Writing to a String cannot fail.
+    let _ = write!(claims, r#","iat":{}"#, jose::now_secs());
+    if let Some(ath) = ath {
+        claims.push_str(r#","ath":""#);
+        claims.push_str(ath);
+        claims.push('"');
+    }
+    if let Some(nonce) = nonce {
+        claims.push_str(r#","nonce":""#);
+        claims.push_str(nonce);
+        claims.push('"');
+    }
+    claims.push('}');
+    Ok(claims)
+}
+
 /// A `DPoP-Nonce` value (RFC 9449 §8.1: `1*NQCHAR`, printable ASCII but `"` and `\`), or
 /// `None` for anything else, which is ignored.
 pub(crate) fn parse_nonce(value: &HeaderValue) -> Option<&str> {
@@ -172,18 +198,24 @@ pub(crate) fn ath(token: &str) -> String {
 
 /// A request's `htu`: scheme, host and port (the scheme's default left out), and path; no
 /// query, no fragment (RFC 9449 §4.2). `None` without a scheme and a host.
-pub(crate) fn htu_of_url(url: &Url) -> Option<String> {
+///
+/// A `Url` keeps its serialization normalized (lowercase scheme and host, the default port left
+/// out), so without credentials in it the `htu` is a prefix of it.
+pub(crate) fn htu_of_url(url: &Url) -> Option<Cow<'_, str>> {
     let host = url.host_str()?;
+    if url.username().is_empty() && url.password().is_none() {
+        return Some(Cow::Borrowed(&url[..url::Position::AfterPath]));
+    }
     let mut htu = format!("{}://{}", url.scheme(), host);
     if let Some(port) = url.port() {
         htu.push_str(&format!(":{port}"));
     }
     htu.push_str(url.path());
-    Some(htu)
+    Some(Cow::Owned(htu))
 }
 
 /// [`htu_of_url`] for an `http::Uri`.
-pub(crate) fn htu_of_uri(uri: &Uri) -> Option<String> {
+pub(crate) fn htu_of_uri(uri: &Uri) -> Option<Cow<'_, str>> {
     let scheme = uri.scheme_str()?.to_ascii_lowercase();
     let host = uri.host()?.to_ascii_lowercase();
     let mut htu = format!("{scheme}://{host}");
@@ -197,13 +229,31 @@ pub(crate) fn htu_of_uri(uri: &Uri) -> Option<String> {
     }
     let path = uri.path();
     htu.push_str(if path.is_empty() { "/" } else { path });
-    Some(htu)
+    Some(Cow::Owned(htu))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::JwsAlgorithm;
+
+    #[test]
+    fn claims_are_json_whatever_the_htu() {
+        for htu in ["https://api.example.com/v1", "https://x/\"q\"\\\n\u{1}é"] {
+            for (ath, nonce) in [(None, None), (Some("YXRo"), Some("n-1!~"))] {
+                let json = claims(&Method::PATCH, htu, ath, nonce).unwrap();
+                let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+                assert_eq!(value["htu"], htu);
+                assert_eq!(value["htm"], "PATCH");
+                assert_eq!(value["jti"].as_str().unwrap().len(), 22);
+                assert!(value["iat"].as_u64().unwrap() > 1_700_000_000);
+                assert_eq!(value.get("ath").and_then(|v| v.as_str()), ath);
+                assert_eq!(value.get("nonce").and_then(|v| v.as_str()), nonce);
+                let members = value.as_object().unwrap().len();
+                assert_eq!(members, 4 + usize::from(ath.is_some()) * 2);
+            }
+        }
+    }
 
     #[test]
     fn htu_drops_query_fragment_and_default_ports() {
@@ -220,6 +270,10 @@ mod tests {
             ("http://127.0.0.1:8080/x", "http://127.0.0.1:8080/x"),
             ("https://api.example.com", "https://api.example.com/"),
             ("https://[::1]:9443/a/b/", "https://[::1]:9443/a/b/"),
+            (
+                "https://user:pw@api.example.com:8443/v1?x=1",
+                "https://api.example.com:8443/v1",
+            ),
         ];
         for (input, htu) in cases {
             assert_eq!(
@@ -289,12 +343,13 @@ mod tests {
         headers.insert(DPOP_NONCE, HeaderValue::from_static("n-1"));
         dpop.remember_nonce(&origin, &headers);
         let mut jtis = std::collections::HashSet::new();
+        let token_hash = ath("tok");
         for _ in 0..10_000 {
             let proof = dpop
                 .proof(
                     &Method::PUT,
                     "https://api.example/x",
-                    Some("tok"),
+                    Some(&token_hash),
                     Some(&origin),
                 )
                 .unwrap();

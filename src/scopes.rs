@@ -66,6 +66,12 @@ impl Scopes {
     }
 
     /// Fails on the first scope with a character RFC 6749 §3.3 does not allow.
+    /// The scopes sorted and space-separated: equal for equal sets, whatever their order.
+    #[cfg_attr(not(feature = "fleet"), allow(dead_code))]
+    pub(crate) fn canonical(&self) -> &str {
+        &self.key
+    }
+
     pub(crate) fn check(&self) -> Result<(), crate::ConfigError> {
         match self.iter().find(|s| {
             !s.bytes()

@@ -13,6 +13,10 @@ pub(crate) struct Counters {
     pub(crate) forced_refreshes: AtomicU64,
     pub(crate) forced_refreshes_suppressed: AtomicU64,
     pub(crate) replayed_requests: AtomicU64,
+    pub(crate) tokens_adopted: AtomicU64,
+    pub(crate) store_writes: AtomicU64,
+    pub(crate) store_errors: AtomicU64,
+    pub(crate) store_calls_skipped: AtomicU64,
 }
 
 /// A snapshot of what a [`ClientCredentials`](crate::ClientCredentials) has done, across all its
@@ -43,6 +47,14 @@ pub struct Stats {
     /// API requests sent a second time (replayed) with a new token after the API rejected
     /// the first one's.
     pub replayed_requests: u64,
+    /// Tokens taken from the fleet's store instead of fetched (the `fleet` feature).
+    pub tokens_adopted: u64,
+    /// Tokens this process wrote to the fleet's store.
+    pub store_writes: u64,
+    /// Store calls that failed or timed out (each followed by going on without the store).
+    pub store_errors: u64,
+    /// Store calls not made because the circuit breaker was open.
+    pub store_calls_skipped: u64,
 }
 
 impl Counters {
@@ -58,6 +70,10 @@ impl Counters {
             forced_refreshes: get(&self.forced_refreshes),
             forced_refreshes_suppressed: get(&self.forced_refreshes_suppressed),
             replayed_requests: get(&self.replayed_requests),
+            tokens_adopted: get(&self.tokens_adopted),
+            store_writes: get(&self.store_writes),
+            store_errors: get(&self.store_errors),
+            store_calls_skipped: get(&self.store_calls_skipped),
         }
     }
 }

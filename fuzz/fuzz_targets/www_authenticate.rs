@@ -1,5 +1,6 @@
-//! An API's rejection: `WWW-Authenticate` challenges (RFC 9110 §11.6.1, RFC 6750 §3) and a
-//! JSON 401 body. Never a panic; the classification agrees with the parsed challenges.
+//! An API's rejection: `WWW-Authenticate` challenges (RFC 9110 §11.6.1, RFC 6750 §3, RFC 9449
+//! §7.1's `DPoP` scheme) and a JSON 401 body. Never a panic; the verdict follows the rule in
+//! `client_credentials::challenge`'s docs whatever the input.
 #![no_main]
 
 use client_credentials::challenge::{classify, parse_challenges, Rejection};
@@ -27,12 +28,19 @@ fuzz_target!(|data: &[u8]| {
     for status in [
         StatusCode::UNAUTHORIZED,
         StatusCode::FORBIDDEN,
+        StatusCode::BAD_REQUEST,
         StatusCode::OK,
     ] {
         let verdict = classify(status, &headers, Some(body));
         match status {
             StatusCode::OK => assert_eq!(verdict, Rejection::NotRejected),
-            StatusCode::FORBIDDEN => assert!(matches!(verdict, Rejection::Other(_))),
+            // A 400 or 403 is a rejection only when a challenge says `invalid_token`, and the
+            // body is never read for it.
+            StatusCode::FORBIDDEN | StatusCode::BAD_REQUEST => {
+                assert!(matches!(verdict, Rejection::NotRejected | Rejection::TokenRejected));
+                assert_eq!(verdict, classify(status, &headers, None));
+            }
+            // A 401 always says something about the token.
             _ => assert_ne!(verdict, Rejection::NotRejected),
         }
     }

@@ -10,7 +10,9 @@ use super::schedule::{later, schedule};
 use crate::error::InvalidResponse;
 use crate::policy::CachePolicy;
 use crate::source::TokenType;
-use crate::{AccessToken, Error, Token};
+#[cfg(test)]
+use crate::Token;
+use crate::{AccessToken, Error};
 
 /// A cached token: the value, its header, and its two points in time.
 pub(crate) struct Entry {
@@ -23,6 +25,9 @@ pub(crate) struct Entry {
     /// For a DPoP-bound token, the thumbprint of the key it is bound to.
     #[cfg_attr(not(feature = "jwt"), allow(dead_code))]
     pub(crate) dpop_jkt: Option<Arc<str>>,
+    /// For a DPoP-bound token, its hash as proofs carry it (`ath`), computed once.
+    #[cfg(feature = "jwt")]
+    pub(crate) ath: Option<Arc<str>>,
     /// When the background refresh is due.
     pub(crate) refresh_at: Instant,
     /// The end of the token's usable life: never handed out from this point on.
@@ -30,6 +35,9 @@ pub(crate) struct Entry {
     /// Whether the API has accepted this token at least once (an answer that was not a token
     /// rejection): such a token is replaced at once when rejected.
     pub(crate) accepted: AtomicBool,
+    /// Where the fleet's store keeps this token, when it came from or went to one.
+    #[cfg(feature = "fleet")]
+    pub(crate) fleet: Option<crate::fleet::FleetTag>,
 }
 
 impl std::fmt::Debug for Entry {
@@ -44,28 +52,51 @@ impl std::fmt::Debug for Entry {
 }
 
 impl Entry {
-    /// The entry of a token requested at `started`. Every token enters the cache here.
+    /// The entry of a token requested at `started`, scheduled by the policy.
+    #[cfg(test)]
     pub(crate) fn new(
         token: Token,
         started: Instant,
         policy: &CachePolicy,
         endpoint: &Arc<str>,
     ) -> Result<Arc<Self>, Error> {
+        Self::obtained(super::Obtained::fetched(token, started), policy, endpoint)
+    }
+
+    /// The entry of an obtained token. Every token enters the cache here.
+    pub(crate) fn obtained(
+        obtained: super::Obtained,
+        policy: &CachePolicy,
+        endpoint: &Arc<str>,
+    ) -> Result<Arc<Self>, Error> {
+        let super::Obtained {
+            token,
+            started,
+            schedule: scheduled,
+            #[cfg(feature = "fleet")]
+            fleet,
+        } = obtained;
         let invalid = || Error::InvalidResponse {
             endpoint: Arc::clone(endpoint),
             kind: InvalidResponse::TokenNotHeaderSafe,
         };
         let header =
             authorization_header(token.token_type, &token.access_token).ok_or_else(invalid)?;
-        let (refresh_in, use_for) = schedule(policy, token.expires_in, fastrand::f64());
+        let (refresh_in, use_for) =
+            scheduled.unwrap_or_else(|| schedule(policy, token.expires_in, fastrand::f64()));
         Ok(Arc::new(Self {
             gen: super::next_id(),
+            #[cfg(feature = "jwt")]
+            ath: (token.token_type == TokenType::Dpop)
+                .then(|| Arc::from(crate::proof::ath(token.access_token.secret()))),
             token: token.access_token,
             header,
             dpop_jkt: token.dpop_jkt,
             refresh_at: later(started, refresh_in),
             use_until: later(started, use_for),
             accepted: AtomicBool::new(false),
+            #[cfg(feature = "fleet")]
+            fleet,
         }))
     }
 

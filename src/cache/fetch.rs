@@ -2,15 +2,44 @@
 //! backoff.
 //!
 //! [`TokenCache::obtain`] is the one call through which every token enters the cache; the
-//! single-flight layer ([`flight`](super::flight)) runs it in a task of its own.
+//! single-flight layer ([`flight`](super::flight)) runs it in a task of its own. With a fleet,
+//! it goes through the fleet's store first ([`fleet`](super::fleet)).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::TokenCache;
+use super::{Entry, TokenCache};
 use crate::{Error, Token};
+
+/// A token on its way into the cache.
+#[derive(Debug)]
+pub(crate) struct Obtained {
+    pub(crate) token: Token,
+    /// When it was requested (or read from the store): its schedule counts from then.
+    pub(crate) started: Instant,
+    /// Its refresh point and end of use after `started`, when they were decided already (a
+    /// token adopted from the fleet keeps the writer's); else the policy decides.
+    pub(crate) schedule: Option<(Duration, Duration)>,
+    /// Where the fleet's store keeps it.
+    #[cfg(feature = "fleet")]
+    pub(crate) fleet: Option<crate::fleet::FleetTag>,
+}
+
+impl Obtained {
+    /// A token the source just gave.
+    pub(crate) fn fetched(token: Token, started: Instant) -> Self {
+        Self {
+            token,
+            started,
+            schedule: None,
+            #[cfg(feature = "fleet")]
+            fleet: None,
+        }
+    }
+}
 
 /// Why a fetch runs (a tracing field).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,8 +63,25 @@ impl Reason {
 }
 
 impl TokenCache {
-    /// A new token and when it was requested (its lifetime counts from then).
-    pub(super) async fn obtain(&self, reason: Reason) -> Result<(Token, Instant), Error> {
+    /// A new token. `prior` is the token this one replaces, if any: the rejected one for a
+    /// forced refresh, the current one for a refresh ahead.
+    pub(super) async fn obtain(
+        &self,
+        reason: Reason,
+        prior: Option<Arc<Entry>>,
+    ) -> Result<Obtained, Error> {
+        #[cfg(feature = "fleet")]
+        if let Some(fleet) = &self.shared.fleet {
+            return self.obtain_through(fleet, reason, prior).await;
+        }
+        let _ = prior;
+        self.fetch(reason)
+            .await
+            .map(|(token, started)| Obtained::fetched(token, started))
+    }
+
+    /// A new token from the source, and when it was requested (its lifetime counts from then).
+    pub(super) async fn fetch(&self, reason: Reason) -> Result<(Token, Instant), Error> {
         let retry = &self.shared.policy.retry;
         let first = Instant::now();
         let mut attempt: u32 = 1;
@@ -128,7 +174,7 @@ mod tests {
         ]);
         let (cache, source) = cache_with_policy(source, policy(3));
         let start = Instant::now();
-        let (token, started) = cache.obtain(Reason::Demand).await.unwrap();
+        let (token, started) = cache.fetch(Reason::Demand).await.unwrap();
         assert_eq!(token.access_token.secret(), "t");
         assert_eq!(source.calls(), 3);
         // Two backoffs: [50, 100] ms then [100, 200] ms.
@@ -148,7 +194,7 @@ mod tests {
         let (cache, source) =
             cache_with_policy(Scripted::new(vec![Scripted::permanent()]), policy(5));
         assert!(matches!(
-            cache.obtain(Reason::Demand).await,
+            cache.fetch(Reason::Demand).await,
             Err(Error::OAuth { .. })
         ));
         assert_eq!(source.calls(), 1);
@@ -156,7 +202,7 @@ mod tests {
         let always = Scripted::new(vec![Scripted::transient(); 10]);
         let (cache, source) = cache_with_policy(always, policy(3));
         assert!(cache
-            .obtain(Reason::Demand)
+            .fetch(Reason::Demand)
             .await
             .unwrap_err()
             .is_transient());
@@ -170,7 +216,7 @@ mod tests {
         let source = Scripted::new(vec![Scripted::hang(), Scripted::ok("after")]);
         let (cache, source) = cache_with_policy(source, policy(2));
         let start = Instant::now();
-        let (token, started) = cache.obtain(Reason::Demand).await.unwrap();
+        let (token, started) = cache.fetch(Reason::Demand).await.unwrap();
         assert_eq!(token.access_token.secret(), "after");
         assert!(
             started - start >= Duration::from_secs(2),
@@ -179,7 +225,7 @@ mod tests {
         assert_eq!(source.calls(), 2);
 
         let (cache, _) = cache_with_policy(Scripted::new(vec![Scripted::hang()]), policy(1));
-        match cache.obtain(Reason::Demand).await {
+        match cache.fetch(Reason::Demand).await {
             Err(Error::Timeout { endpoint, timeout }) => {
                 assert_eq!(&*endpoint, "test source");
                 assert_eq!(timeout, Duration::from_secs(2));
@@ -203,7 +249,7 @@ mod tests {
         };
         let (cache, source) =
             cache_with_policy(Scripted::new(vec![Scripted::transient(); 3]), huge);
-        assert!(cache.obtain(Reason::Demand).await.is_err());
+        assert!(cache.fetch(Reason::Demand).await.is_err());
         assert_eq!(
             source.calls(),
             1,

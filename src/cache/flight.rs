@@ -48,7 +48,7 @@ impl TokenCache {
                         return Err(error);
                     }
                     self.counters().cache_misses.fetch_add(1, Ordering::Relaxed);
-                    self.start_fetch(&mut slow, Reason::Demand)?
+                    self.start_fetch(&mut slow, Reason::Demand, None)?
                 }
             }
         };
@@ -83,7 +83,8 @@ impl TokenCache {
             "refreshing token ahead of expiry"
         );
         // A refresh that cannot start (no runtime) leaves the current token in use.
-        let _ = self.start_fetch(&mut slow, Reason::Ahead);
+        let current = self.current.load_full();
+        let _ = self.start_fetch(&mut slow, Reason::Ahead, current);
     }
 
     /// The API rejected the token of generation `gen`: drops it if it is still the current
@@ -141,7 +142,7 @@ impl TokenCache {
         self.disarm(&mut slow);
         if slow.inflight.is_none() && backing_off(&slow, now).is_none() {
             // No runtime: the next caller's slow path reports it.
-            let _ = self.start_fetch(&mut slow, Reason::Forced);
+            let _ = self.start_fetch(&mut slow, Reason::Forced, Some(entry));
         }
         Invalidation::Replaced
     }
@@ -163,6 +164,7 @@ impl TokenCache {
         self: &Arc<Self>,
         slow: &mut Slow,
         reason: Reason,
+        prior: Option<Arc<Entry>>,
     ) -> Result<watch::Receiver<FetchResult>, Error> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::SourceAborted)?;
         let (tx, rx) = watch::channel(None);
@@ -170,7 +172,7 @@ impl TokenCache {
         let cache = Arc::clone(self);
         runtime.spawn(async move {
             let guard = AbortGuard(Some(Arc::clone(&cache)));
-            let outcome = cache.obtain(reason).await;
+            let outcome = cache.obtain(reason, prior).await;
             let result = cache.complete(outcome, reason);
             std::mem::forget(guard);
             tx.send_replace(Some(result));
@@ -180,13 +182,13 @@ impl TokenCache {
 
     fn complete(
         self: &Arc<Self>,
-        outcome: Result<(crate::Token, Instant), Error>,
+        outcome: Result<super::Obtained, Error>,
         reason: Reason,
     ) -> Result<Arc<Entry>, Error> {
         let mut slow = self.lock();
         slow.inflight = None;
-        let result = outcome.and_then(|(token, started)| {
-            Entry::new(token, started, &self.shared.policy, &self.shared.endpoint)
+        let result = outcome.and_then(|obtained| {
+            Entry::obtained(obtained, &self.shared.policy, &self.shared.endpoint)
         });
         match result {
             Ok(entry) => {

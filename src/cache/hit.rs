@@ -185,6 +185,10 @@ impl TokenCache {
         };
         if !entry.accepted.swap(true, Ordering::AcqRel) {
             self.lock().strikes = 0;
+            #[cfg(feature = "fleet")]
+            if let (Some(fleet), Some(tag)) = (&self.shared.fleet, &entry.fleet) {
+                fleet.accepted(tag);
+            }
         }
         self.update_if_current(gen, |s| s | ACCEPTED);
     }

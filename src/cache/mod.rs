@@ -10,6 +10,7 @@
 //! | [`schedule`] | pure: when a token is refreshed and until when it is used | the lifetime rule (1 s to ten years) and saturating time arithmetic, once for every source |
 //! | [`entry`] | a cached token and the credential handed to the adapters | every token enters through `Entry::new`; a token that cannot be a header value is refused |
 //! | [`partitions`] | the cache per scope set | the configured scopes' cache plus a bounded, lock-free-to-read list of others |
+//! | `fleet` (the `fleet` feature) | a fetch through the fleet's store | **fleet-wide single flight**: adopt a stored token, else fetch under the store's lock; compare-and-swap after a rejection; the store never fails a fetch |
 //!
 //! # How a hit stays cheap
 //!
@@ -37,9 +38,9 @@
 //!
 //! # Where tokens come in
 //!
-//! Every token enters through one path: [`fetch`] obtains it (today from the
-//! [`TokenSource`]; a store shared by a fleet sits behind the same call), [`entry`] schedules
-//! it, [`flight`] publishes it and [`timer`] guards it.
+//! Every token enters through one path: [`fetch`] obtains it (from the [`TokenSource`], or,
+//! with a fleet, from the store the fleet shares and the source behind it), [`entry`]
+//! schedules it, [`flight`] publishes it and [`timer`] guards it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -54,6 +55,8 @@ use crate::{Error, Scopes, TokenSource};
 
 mod entry;
 mod fetch;
+#[cfg(feature = "fleet")]
+mod fleet;
 mod flight;
 mod hit;
 mod partitions;
@@ -66,6 +69,7 @@ mod props;
 mod testing;
 
 pub(crate) use self::entry::{authorization_header, Credential, Entry};
+pub(crate) use self::fetch::Obtained;
 pub(crate) use self::flight::Invalidation;
 pub(crate) use self::partitions::Partitions;
 
@@ -83,6 +87,9 @@ pub(crate) struct Shared {
     pub(crate) counters: Arc<Counters>,
     /// The token endpoint as errors and logs show it (or the custom source's name).
     pub(crate) endpoint: Arc<str>,
+    /// The store a fleet shares tokens through, if any.
+    #[cfg(feature = "fleet")]
+    pub(crate) fleet: Option<Arc<crate::fleet::Runtime>>,
 }
 
 type FetchResult = Option<Result<Arc<Entry>, Error>>;

@@ -30,6 +30,8 @@ pub(crate) fn cache_with_policy<S: TokenSource>(
         policy,
         counters: Arc::new(Counters::default()),
         endpoint: Arc::from("test source"),
+        #[cfg(feature = "fleet")]
+        fleet: None,
     });
     (Arc::new(TokenCache::new(Scopes::default(), shared)), source)
 }
@@ -41,9 +43,13 @@ pub(crate) fn manual_entry(refresh_at: Instant, use_until: Instant) -> Arc<Entry
         gen: next_id(),
         header: authorization_header(crate::source::TokenType::Bearer, &token).unwrap(),
         dpop_jkt: None,
+        #[cfg(feature = "jwt")]
+        ath: None,
         token,
         refresh_at,
         use_until,
+        #[cfg(feature = "fleet")]
+        fleet: None,
         accepted: Default::default(),
     })
 }

@@ -149,6 +149,8 @@ struct Common {
     bare_401_rejects: bool,
     allowed_origins: Option<Vec<String>>,
     max_scope_sets: usize,
+    #[cfg(feature = "fleet")]
+    fleet: Option<crate::fleet::Fleet>,
 }
 
 impl Default for Common {
@@ -161,6 +163,8 @@ impl Default for Common {
             bare_401_rejects: true,
             allowed_origins: None,
             max_scope_sets: DEFAULT_MAX_SCOPE_SETS,
+            #[cfg(feature = "fleet")]
+            fleet: None,
         }
     }
 }
@@ -296,6 +300,17 @@ impl<S> ClientCredentialsBuilder<S> {
         self.common.max_scope_sets = max;
         self
     }
+
+    /// Shares tokens with the other processes of a fleet through a store (Redis or Valkey with
+    /// [`Fleet::redis`](crate::Fleet::redis), or your own [`TokenStore`](crate::TokenStore)):
+    /// one token request per token lifetime for the whole fleet, and one per rejection. The
+    /// in-process cache and its hit path do not change. See [`Fleet`](crate::Fleet).
+    #[cfg(feature = "fleet")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "fleet")))]
+    pub fn fleet(mut self, fleet: crate::fleet::Fleet) -> Self {
+        self.common.fleet = Some(fleet);
+        self
+    }
 }
 
 impl Common {
@@ -306,6 +321,7 @@ impl Common {
         endpoint: Arc<str>,
         default_load_timeout: Duration,
         #[cfg(feature = "jwt")] dpop: Option<Arc<crate::proof::Dpop>>,
+        #[cfg(feature = "fleet")] identity: crate::fleet::Identity,
     ) -> Result<ClientCredentials, ConfigError> {
         self.scopes.check()?;
         let mut policy = self.policy;
@@ -323,11 +339,24 @@ impl Common {
             ),
             None => None,
         };
+        let counters = Arc::new(Counters::default());
+        #[cfg(feature = "fleet")]
+        let fleet = match self.fleet {
+            Some(fleet) => Some(fleet.into_runtime(
+                &identity,
+                Arc::clone(&counters),
+                #[cfg(feature = "jwt")]
+                dpop.clone(),
+            )?),
+            None => None,
+        };
         let shared = Shared {
             source,
             policy,
-            counters: Arc::new(Counters::default()),
+            counters,
             endpoint,
+            #[cfg(feature = "fleet")]
+            fleet,
         };
         let api = ApiPolicy {
             tenant: self.tenant,
@@ -476,12 +505,16 @@ impl ClientCredentialsBuilder<Endpoint> {
                 .saturating_add(Duration::from_secs(5)),
         );
         let name = Arc::clone(endpoint.endpoint_arc());
+        #[cfg(feature = "fleet")]
+        let identity = endpoint.fleet_identity();
         self.common.build(
             Arc::new(endpoint),
             name,
             default_load_timeout,
             #[cfg(feature = "jwt")]
             dpop,
+            #[cfg(feature = "fleet")]
+            identity,
         )
     }
 
@@ -574,12 +607,20 @@ impl ClientCredentialsBuilder<Custom> {
     /// and layer made from it shares one cache.
     pub fn build(self) -> Result<ClientCredentials, ConfigError> {
         let name: Arc<str> = Arc::from(self.source.name.as_deref().unwrap_or(CUSTOM_SOURCE_NAME));
+        #[cfg(feature = "fleet")]
+        let identity = {
+            let mut identity = crate::fleet::Identity::default();
+            identity.push("source", &*name);
+            identity
+        };
         self.common.build(
             self.source.source,
             name,
             DEFAULT_LOAD_TIMEOUT,
             #[cfg(feature = "jwt")]
             None,
+            #[cfg(feature = "fleet")]
+            identity,
         )
     }
 }

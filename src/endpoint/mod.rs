@@ -71,6 +71,19 @@ impl fmt::Debug for TokenEndpoint {
 }
 
 impl TokenEndpoint {
+    /// What tells this endpoint's tokens from others' in a fleet's store: the URL, the client,
+    /// how it authenticates (a hash of the secret, never the secret) and the extra parameters.
+    #[cfg(feature = "fleet")]
+    pub(crate) fn fleet_identity(&self) -> crate::fleet::Identity {
+        let mut identity = crate::fleet::Identity::default();
+        identity.push("token_url", self.url.as_str());
+        self.auth.fleet_identity(&mut identity);
+        for (name, value) in &self.params {
+            identity.push("param", format!("{name}={value}"));
+        }
+        identity
+    }
+
     pub(crate) fn new(
         client: reqwest::Client,
         url: Url,

@@ -85,6 +85,27 @@ fn read_tlv(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
     (rest.len() >= len).then(|| rest.split_at(len))
 }
 
+/// The subject public key of an X.509 certificate (RFC 5280 §4.1): the contents of the
+/// `subjectPublicKey` BIT STRING, its unused-bits octet removed.
+pub(crate) fn certificate_public_key(der: &[u8]) -> Option<&[u8]> {
+    let (certificate, _) = read_tlv(der, 0x30)?;
+    let (tbs, _) = read_tlv(certificate, 0x30)?;
+    // The version is `[0] EXPLICIT`, absent for v1 certificates.
+    let tbs = read_tlv(tbs, 0xa0).map_or(tbs, |(_, rest)| rest);
+    let (_serial, rest) = read_tlv(tbs, 0x02)?;
+    let (_signature, rest) = read_tlv(rest, 0x30)?;
+    let (_issuer, rest) = read_tlv(rest, 0x30)?;
+    let (_validity, rest) = read_tlv(rest, 0x30)?;
+    let (_subject, rest) = read_tlv(rest, 0x30)?;
+    let (spki, _) = read_tlv(rest, 0x30)?;
+    let (_algorithm, rest) = read_tlv(spki, 0x30)?;
+    let (bits, _) = read_tlv(rest, 0x03)?;
+    match bits.split_first()? {
+        (0, key) => Some(key),
+        _ => None,
+    }
+}
+
 /// `RSAPublicKey` (RFC 8017 A.1.1): the modulus and exponent, leading zeros removed.
 pub(crate) fn rsa_public_key(der: &[u8]) -> Option<(&[u8], &[u8])> {
     let (seq, _) = read_tlv(der, 0x30)?;

@@ -82,7 +82,8 @@ struct Material {
 /// ([`from_jwk`](Self::from_jwk)), or made at start-up ([`generate`](Self::generate)). Signing
 /// uses aws-lc-rs (constant-time RSA, unlike the `rsa` crate's RUSTSEC-2023-0071). Cheap to
 /// clone; `Debug` shows the algorithm, key id and thumbprint, never the private key, which
-/// aws-lc-rs wipes when the last clone is dropped (the PEM or JWK text read is wiped too).
+/// aws-lc-rs wipes when the last clone is dropped (the DER decoded from a PEM and a JWK's
+/// private members are wiped once read).
 ///
 /// ```
 /// use client_credentials::{JwsAlgorithm, SigningKey};
@@ -98,6 +99,8 @@ pub struct SigningKey {
     material: Arc<Material>,
     alg: JwsAlgorithm,
     kid: Option<Arc<str>>,
+    /// The SHA-256 thumbprint of the key's X.509 certificate, base64url (`x5t#S256`).
+    x5t_s256: Option<Arc<str>>,
 }
 
 impl fmt::Debug for SigningKey {
@@ -105,6 +108,7 @@ impl fmt::Debug for SigningKey {
         f.debug_struct("SigningKey")
             .field("alg", &self.alg)
             .field("kid", &self.kid)
+            .field("x5t#S256", &self.x5t_s256)
             .field("thumbprint", &self.material.thumbprint)
             .finish_non_exhaustive()
     }
@@ -297,6 +301,7 @@ impl SigningKey {
             }),
             alg,
             kid,
+            x5t_s256: None,
         };
         key.check_alg(alg)?;
         Ok(key)
@@ -336,6 +341,46 @@ impl SigningKey {
     pub fn with_kid(mut self, kid: impl Into<String>) -> Self {
         self.kid = Some(Arc::from(kid.into()));
         self
+    }
+
+    /// The same key with its X.509 certificate (PEM, `BEGIN CERTIFICATE`, the first one if
+    /// there are several): client assertions then carry the certificate's SHA-256 thumbprint
+    /// as `x5t#S256` (RFC 7515 §4.1.8), which Microsoft Entra ID requires of certificate
+    /// credentials. A certificate for another key is [`ConfigError::InvalidKey`].
+    ///
+    /// ```no_run
+    /// use client_credentials::{JwsAlgorithm, SigningKey};
+    ///
+    /// let key = SigningKey::from_pem(JwsAlgorithm::Ps256, &std::fs::read_to_string("client.key")?)?
+    ///     .with_certificate(&std::fs::read_to_string("client.crt")?)?;
+    /// # let _ = key;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_certificate(mut self, pem: &str) -> Result<Self, ConfigError> {
+        let (label, der) = der::pem_decode(pem).ok_or_else(|| invalid("not a PEM block"))?;
+        if label != "CERTIFICATE" {
+            return Err(invalid(format!(
+                "the `{label}` PEM block is not a certificate"
+            )));
+        }
+        let public = der::certificate_public_key(&der)
+            .ok_or_else(|| invalid("the certificate could not be read"))?;
+        let ours: &[u8] = match &self.material.pair {
+            Pair::Ec(pair) => pair.public_key().as_ref(),
+            Pair::Ed(pair) => pair.public_key().as_ref(),
+            Pair::Rsa(pair) => pair.public_key().as_ref(),
+        };
+        if public != ours {
+            return Err(invalid("the certificate is for another key"));
+        }
+        let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &der);
+        self.x5t_s256 = Some(Arc::from(super::b64(hash.as_ref())));
+        Ok(self)
+    }
+
+    /// The `x5t#S256` set by [`with_certificate`](Self::with_certificate), if any.
+    pub(crate) fn x5t_s256(&self) -> Option<&str> {
+        self.x5t_s256.as_deref()
     }
 
     /// The algorithm it signs with.

@@ -6,7 +6,11 @@
 //! ([`Dpop`](crate::proof::Dpop) keeps it); per proof only the claims are serialized and the
 //! input signed.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::digest;
 
 use base64::Engine as _;
 
@@ -27,11 +31,49 @@ pub(crate) fn b64_decode(text: &str) -> Option<Vec<u8>> {
         .ok()
 }
 
-/// 16 bytes from the system's cryptographic random source, base64url: a `jti`.
+/// Where `jti`s come from: a 256-bit seed drawn once from the system's cryptographic random
+/// source, and a counter.
+struct JtiSource {
+    seed: [u8; 32],
+    counter: AtomicU64,
+}
+
+/// A new `jti`: 16 bytes, base64url, of SHA-256(seed || process id || counter).
+///
+/// Unique (the counter never repeats within a process, the process id tells a forked child
+/// from its parent, the seed tells processes apart) and unpredictable without the seed, which
+/// never leaves this function. Drawing 16 bytes from the system's generator per proof costs
+/// about 700 ns on the machines we measured (aws-lc mixes fresh OS entropy into every draw);
+/// one SHA-256 block costs about 130 ns.
 pub(crate) fn jti() -> Result<String, crate::Error> {
-    let mut bytes = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| crate::Error::Signing)?;
-    Ok(b64(&bytes))
+    let mut jti = String::with_capacity(22);
+    push_jti(&mut jti)?;
+    Ok(jti)
+}
+
+/// Appends a new `jti` (see [`jti`]) to `out`.
+pub(crate) fn push_jti(out: &mut String) -> Result<(), crate::Error> {
+    static SOURCE: OnceLock<JtiSource> = OnceLock::new();
+    let source = match SOURCE.get() {
+        Some(source) => source,
+        None => {
+            let mut seed = [0u8; 32];
+            aws_lc_rs::rand::fill(&mut seed).map_err(|_| crate::Error::Signing)?;
+            // Two threads may both draw a seed; one wins, and either is as good.
+            SOURCE.get_or_init(|| JtiSource {
+                seed,
+                counter: AtomicU64::new(0),
+            })
+        }
+    };
+    let count = source.counter.fetch_add(1, Ordering::Relaxed);
+    let mut hash = digest::Context::new(&digest::SHA256);
+    hash.update(&source.seed);
+    hash.update(&std::process::id().to_le_bytes());
+    hash.update(&count.to_le_bytes());
+    let hash = hash.finish();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_string(&hash.as_ref()[..16], out);
+    Ok(())
 }
 
 /// Seconds since the Unix epoch, now (0 if the clock is before 1970).
@@ -84,7 +126,8 @@ pub(crate) fn compact(
 
 /// A client assertion (RFC 7523 §3, OpenID Connect Core §9): `iss` = `sub` = the client id,
 /// `aud` a single string, a new random `jti`, `iat` now and a short `exp`; header
-/// `typ: client-authentication+jwt` (draft-ietf-oauth-rfc7523bis) and `kid` when known.
+/// `typ: client-authentication+jwt` (draft-ietf-oauth-rfc7523bis), `kid` and `x5t#S256` when
+/// known.
 pub(crate) fn client_assertion(
     signer: &Signer<'_>,
     client_id: &str,
@@ -97,6 +140,8 @@ pub(crate) fn client_assertion(
         typ: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
         kid: Option<&'a str>,
+        #[serde(rename = "x5t#S256", skip_serializing_if = "Option::is_none")]
+        x5t_s256: Option<&'a str>,
     }
     #[derive(serde::Serialize)]
     struct Claims<'a> {
@@ -107,14 +152,15 @@ pub(crate) fn client_assertion(
         iat: u64,
         exp: u64,
     }
-    let kid = match signer {
-        Signer::Key(key) => key.kid(),
-        Signer::Secret(_) => None,
+    let (kid, x5t_s256) = match signer {
+        Signer::Key(key) => (key.kid(), key.x5t_s256()),
+        Signer::Secret(_) => (None, None),
     };
     let header = serde_json::to_string(&Header {
         alg: signer.alg(),
         typ: "client-authentication+jwt",
         kid,
+        x5t_s256,
     })
     .map_err(|_| crate::Error::Signing)?;
     let iat = now_secs();
@@ -148,6 +194,24 @@ mod tests {
         let b = jti().unwrap();
         assert_ne!(a, b);
         assert_eq!(a.len(), 22, "16 bytes, base64url");
+    }
+
+    #[test]
+    fn jtis_never_repeat_and_look_random() {
+        let jtis: std::collections::HashSet<String> = (0..10_000).map(|_| jti().unwrap()).collect();
+        assert_eq!(jtis.len(), 10_000);
+        // Not a counter in disguise: the bytes are spread over all values.
+        let bytes: Vec<u8> = jtis.iter().flat_map(|j| b64_decode(j).unwrap()).collect();
+        let mut seen = [0u32; 256];
+        for b in &bytes {
+            seen[usize::from(*b)] += 1;
+        }
+        let expected = bytes.len() as f64 / 256.0;
+        assert!(
+            seen.iter()
+                .all(|&n| (f64::from(n) - expected).abs() < expected * 0.3),
+            "{seen:?}"
+        );
     }
 
     /// RFC 7515 A.1's HS256 example, to the byte.

@@ -1,18 +1,20 @@
 //! Issue 10, against a real, certified authorization server: node `oidc-provider` 9.13.3
-//! (pinned in `tests/servers/oidc-provider/package.json`, installed by `.ci/run` with `npm ci`),
-//! started by each test on a free loopback port with its own clients.
+//! (pinned in `tests/servers/oidc-provider/package.json` and its lock file; the first test to
+//! need it runs `npm ci` there when `node_modules` is missing), started by each test on a free
+//! loopback port with its own clients.
 //!
 //! Tokens are fetched with `private_key_jwt` (ES256, EdDSA, PS256, RS256), `client_secret_jwt`,
 //! DPoP with and without required nonces, and `self_signed_tls_client_auth` over HTTPS; the
 //! issued JWT access token's `cnf` is checked against our key or certificate.
 //!
 //! A binary of its own: it starts external processes. When the server cannot be started (no
-//! `node`, or `npm ci` not run), the tests fail if `CI` is set, and are skipped with a message
+//! `node`, or `npm ci` failed), the tests fail if `CI` is set, and are skipped with a message
 //! otherwise.
 
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -22,6 +24,35 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 const SERVER_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/servers/oidc-provider");
+
+/// Installs the pinned server (`npm ci`) once per run when it is not installed yet; the error
+/// says why it could not be.
+fn install_server() -> Result<(), String> {
+    static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
+    INSTALLED
+        .get_or_init(|| {
+            if PathBuf::from(SERVER_DIR)
+                .join("node_modules/oidc-provider")
+                .exists()
+            {
+                return Ok(());
+            }
+            eprintln!("installing the oidc-provider test server: npm ci in {SERVER_DIR}");
+            let status = std::process::Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(SERVER_DIR)
+                .stdout(Stdio::null())
+                .status()
+                .map_err(|e| format!("`npm` could not be started: {e}"))?;
+            if !status.success() {
+                return Err(format!(
+                    "`npm ci` in tests/servers/oidc-provider failed: {status}"
+                ));
+            }
+            Ok(())
+        })
+        .clone()
+}
 
 /// A running oidc-provider; stopped when dropped (its stdin closes, and it is killed).
 struct OidcProvider {
@@ -68,16 +99,11 @@ impl OidcProvider {
             if std::env::var_os("CI").is_some() {
                 panic!("the oidc-provider test server is required under CI: {why}");
             }
-            eprintln!(
-                "SKIPPED: {why} (run `npm ci` in tests/servers/oidc-provider; under CI this fails)"
-            );
+            eprintln!("SKIPPED: {why} (under CI this fails)");
             None
         };
-        if !PathBuf::from(SERVER_DIR)
-            .join("node_modules/oidc-provider")
-            .exists()
-        {
-            return missing("tests/servers/oidc-provider/node_modules is missing".into());
+        if let Err(why) = install_server() {
+            return missing(why);
         }
         let dir = TempDir::new();
         let clients_file = dir.write("clients.json", &clients.to_string());

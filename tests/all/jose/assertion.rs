@@ -339,3 +339,65 @@ fn private_keys_never_reach_debug() {
         assert!(!shown.contains("\"d\""), "{shown}");
     }
 }
+
+/// Entra ID's certificate credentials: the certificate's SHA-256 thumbprint as `x5t#S256`.
+#[tokio::test]
+async fn a_certificate_puts_its_thumbprint_in_the_header() {
+    use sha2::Digest as _;
+    for (alg, file) in [
+        (JwsAlgorithm::Es256, "ec_pkcs8.pem"),
+        (JwsAlgorithm::EdDsa, "ed25519_pkcs8.pem"),
+        (JwsAlgorithm::Ps256, "rsa_pkcs8.pem"),
+    ] {
+        let pem = key_file(file);
+        let pair = rcgen::KeyPair::from_pem(&pem).unwrap();
+        let certificate = rcgen::CertificateParams::new(vec!["billing-service".to_owned()])
+            .unwrap()
+            .self_signed(&pair)
+            .unwrap();
+        let key = SigningKey::from_pem(alg, &pem)
+            .unwrap()
+            .with_certificate(&certificate.pem())
+            .unwrap();
+        let auth = token_endpoint().await;
+        let credentials = base(&auth)
+            .issuer(ISSUER)
+            .signing_key(key.clone())
+            .build()
+            .unwrap();
+        credentials.access_token().await.unwrap();
+        let assertions = assertions(&auth).await;
+        let (header, _) = verify_assertion(&assertions[0], Some(&key), None, CLIENT, ISSUER);
+        let expected = base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            sha2::Sha256::digest(certificate.der()),
+        );
+        assert_eq!(header.x5t_s256.as_deref(), Some(&*expected), "{alg}");
+        assert!(
+            format!("{key:?}").contains(&expected),
+            "shown in Debug: it is public"
+        );
+    }
+
+    // A certificate for another key, and what is not a certificate, are refused.
+    let other = rcgen::KeyPair::generate().unwrap();
+    let foreign = rcgen::CertificateParams::new(vec!["x".to_owned()])
+        .unwrap()
+        .self_signed(&other)
+        .unwrap();
+    let key = SigningKey::from_pem(JwsAlgorithm::Es256, &key_file("ec_pkcs8.pem")).unwrap();
+    for (pem, reason) in [
+        (foreign.pem(), "another key"),
+        (key_file("ec_pkcs8.pem"), "not a certificate"),
+        (
+            "-----BEGIN CERTIFICATE-----\nMAMCAQA=\n-----END CERTIFICATE-----\n".to_owned(),
+            "could not be read",
+        ),
+        ("no PEM here".to_owned(), "not a PEM block"),
+    ] {
+        match key.clone().with_certificate(&pem) {
+            Err(ConfigError::InvalidKey(why)) => assert!(why.contains(reason), "{why}"),
+            other => panic!("{reason}: {other:?}"),
+        }
+    }
+}

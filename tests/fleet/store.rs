@@ -1,0 +1,308 @@
+//! The store's own guarantees on a real server: the lock, values that are not ours, nothing
+//! in plain text in Redis or in the logs.
+
+use std::time::{Duration, SystemTime};
+
+use client_credentials::{RedisStore, StoreKey, StoredToken, TokenStore};
+use redis::Commands as _;
+
+use crate::servers::{RedisServer, Servers};
+use crate::worker::{credentials, credentials_with, run, spawn_members};
+
+/// One request through a new member; returns the token it used.
+async fn one_request(redis: &RedisServer, servers: &Servers) -> String {
+    let member = credentials(&redis.url(), &servers.token_url);
+    let report = run(
+        &member,
+        &servers.api_url,
+        SystemTime::now(),
+        Duration::ZERO,
+        Duration::ZERO,
+    )
+    .await;
+    assert_eq!((report.ok, report.failed), (1, 0), "{report:?}");
+    report.tokens.into_iter().next().unwrap()
+}
+
+/// A lock that outlived its time to live and was taken by another holder is not released by
+/// the first holder.
+#[tokio::test]
+async fn a_lock_is_released_only_by_its_holder() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let store = RedisStore::new(&redis.url()).unwrap();
+    let key = test_key("{cc:lock-test}");
+    assert!(store
+        .try_lock(&key, "a", Duration::from_millis(100))
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .try_lock(&key, "b", Duration::from_secs(5))
+            .await
+            .unwrap(),
+        "held"
+    );
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(
+        store
+            .try_lock(&key, "b", Duration::from_secs(5))
+            .await
+            .unwrap(),
+        "expired"
+    );
+    store.unlock(&key, "a").await.unwrap();
+    let mut raw = redis.raw();
+    let holder: Option<String> = raw.get(key.lock()).unwrap();
+    assert_eq!(
+        holder.as_deref(),
+        Some("b"),
+        "a's late release left b's lock alone"
+    );
+    store.unlock(&key, "b").await.unwrap();
+    let holder: Option<String> = raw.get(key.lock()).unwrap();
+    assert_eq!(holder, None);
+}
+
+async fn eventually_key(redis: &RedisServer) -> String {
+    let mut raw = redis.raw();
+    for _ in 0..100 {
+        let keys: Vec<String> = raw.keys("{cc:*}:token").unwrap();
+        if let Some(key) = keys.into_iter().next() {
+            return key;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no token was stored");
+}
+
+fn test_key(tag: &str) -> StoreKey {
+    StoreKey::from_tag(tag)
+}
+
+/// A change made to the stored value by hand.
+type Tamper<'a> = Box<dyn Fn(&mut redis::Connection) + 'a>;
+
+/// Values that are not a token this fleet wrote there are misses: the next member fetches and
+/// replaces them, and the member after that adopts the replacement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_truncated_oversized_and_foreign_values_are_replaced() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let servers = Servers::start(Duration::from_secs(3600), Duration::ZERO).await;
+    one_request(&redis, &servers).await;
+    let key = eventually_key(&redis).await;
+    let mut raw = redis.raw();
+    let good: Vec<u8> = raw.hget(&key, "v").unwrap();
+
+    // A value written under another store key (other scopes): right fleet key, wrong place.
+    let other = credentials_with(&redis.url(), &servers.token_url, |f| f);
+    let foreign = {
+        let member = client_credentials::ClientCredentials::builder()
+            .token_url(&servers.token_url)
+            .client_id("fleet-test")
+            .client_secret("fleet-secret")
+            .scopes("other.scope")
+            .fleet(
+                client_credentials::Fleet::redis(&redis.url())
+                    .unwrap()
+                    .encryption_key(
+                        client_credentials::EncryptionKey::from_base64(
+                            "test-1",
+                            crate::worker::KEY,
+                        )
+                        .unwrap(),
+                    ),
+            )
+            .build()
+            .unwrap();
+        member.access_token().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let keys: Vec<String> = raw.keys("{cc:*}:token").unwrap();
+        let other_key = keys.iter().find(|k| **k != key).unwrap().clone();
+        let value: Vec<u8> = raw.hget(&other_key, "v").unwrap();
+        value
+    };
+    drop(other);
+
+    let cases: Vec<(&str, Tamper)> = vec![
+        (
+            "garbage",
+            Box::new(|raw: &mut redis::Connection| {
+                let _: () = raw.hset(&key, "v", b"\x01\x05hello not a value").unwrap();
+            }),
+        ),
+        (
+            "truncated",
+            Box::new(|raw: &mut redis::Connection| {
+                let _: () = raw.hset(&key, "v", &good[..good.len() / 2]).unwrap();
+            }),
+        ),
+        (
+            "a flipped bit",
+            Box::new(|raw: &mut redis::Connection| {
+                let mut bad = good.clone();
+                let last = bad.len() - 1;
+                bad[last] ^= 1;
+                let _: () = raw.hset(&key, "v", bad).unwrap();
+            }),
+        ),
+        (
+            "oversized",
+            Box::new(|raw: &mut redis::Connection| {
+                let _: () = raw.hset(&key, "v", vec![1u8; 200 * 1024]).unwrap();
+            }),
+        ),
+        (
+            "foreign",
+            Box::new(|raw: &mut redis::Connection| {
+                let _: () = raw.hset(&key, "v", &foreign).unwrap();
+            }),
+        ),
+        (
+            "another type",
+            Box::new(|raw: &mut redis::Connection| {
+                let _: () = raw.del(&key).unwrap();
+                let _: () = raw.set_ex(&key, "a string", 3600).unwrap();
+            }),
+        ),
+        (
+            "no expiry",
+            Box::new(|raw: &mut redis::Connection| {
+                let _: () = raw.persist(&key).unwrap();
+            }),
+        ),
+    ];
+    for (what, tamper) in cases {
+        // Restore a good value first (so each case starts from a stored token).
+        let _: () = raw.del(&key).unwrap();
+        one_request(&redis, &servers).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        tamper(&mut raw);
+        let before = servers.token_requests();
+        one_request(&redis, &servers).await;
+        assert_eq!(
+            servers.token_requests(),
+            before + 1,
+            "{what}: a miss, so a fetch"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let replaced = servers.token_requests();
+        one_request(&redis, &servers).await;
+        assert_eq!(
+            servers.token_requests(),
+            replaced,
+            "{what}: replaced, so adopted"
+        );
+    }
+}
+
+/// Nothing in Redis, on the wire to it (`MONITOR`) or in the logs holds a token in plain text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_plaintext_token_in_redis_on_the_wire_or_in_logs() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let mut monitor = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "MONITOR"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("redis-cli MONITOR");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let logs = crate::logs::capture();
+    let servers = Servers::start(Duration::from_secs(2), Duration::ZERO).await;
+    // Several members, a refresh, a revocation: every kind of write.
+    let running = spawn_members(
+        3,
+        || credentials(&redis.url(), &servers.token_url),
+        &servers.api_url,
+        SystemTime::now(),
+        Duration::from_secs(3),
+    );
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    servers.revoke_all();
+    running.join_all().await;
+
+    let mut raw = redis.raw();
+    let keys: Vec<String> = raw.keys("*").unwrap();
+    let mut dump = Vec::new();
+    for key in &keys {
+        let kind: String = redis::cmd("TYPE").arg(key).query(&mut raw).unwrap();
+        match kind.as_str() {
+            "hash" => {
+                let fields: Vec<Vec<u8>> = raw.hgetall(key).unwrap();
+                dump.extend(fields.into_iter().flatten());
+            }
+            "string" => {
+                let value: Vec<u8> = raw.get(key).unwrap();
+                dump.extend(value);
+            }
+            _ => {}
+        }
+    }
+    let _ = monitor.kill();
+    let wire = monitor.wait_with_output().unwrap().stdout;
+    let log = logs.contents();
+    let issued = servers.issued();
+    assert!(issued.len() >= 3, "{issued:?}");
+    assert!(
+        !dump.is_empty() && wire.len() > 1000,
+        "something was stored and monitored"
+    );
+    assert!(log.contains("token"), "the logs were captured");
+    for token in &issued {
+        let needle = token.as_bytes();
+        assert!(
+            !dump.windows(needle.len()).any(|w| w == needle),
+            "{token} stored in plain text"
+        );
+        assert!(
+            !wire.windows(needle.len()).any(|w| w == needle),
+            "{token} sent in plain text"
+        );
+        assert!(!log.contains(token.as_str()), "{token} logged");
+    }
+    assert!(!log.contains("fleet-secret"));
+}
+
+/// A stored token's record, by hand: what a foreign writer cannot forge without the key.
+#[tokio::test]
+async fn the_store_round_trips_what_it_is_given() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let store = RedisStore::new(&redis.url()).unwrap();
+    let key = test_key("{cc:roundtrip}");
+    assert_eq!(store.load(&key).await.unwrap(), None);
+    let token = StoredToken {
+        id: "id-1".into(),
+        value: vec![0, 1, 2, 255],
+        ttl: Duration::from_secs(60),
+    };
+    assert!(store.save(&key, &token, None).await.unwrap());
+    assert!(
+        !store.save(&key, &token, None).await.unwrap(),
+        "only if none is stored"
+    );
+    let loaded = store.load(&key).await.unwrap().unwrap();
+    assert_eq!(
+        (loaded.id.as_str(), &loaded.value[..]),
+        ("id-1", &[0u8, 1, 2, 255][..])
+    );
+    assert!(loaded.ttl <= Duration::from_secs(60) && loaded.ttl > Duration::from_secs(58));
+    // Under the lock: only by its holder.
+    assert!(store
+        .try_lock(&key, "h", Duration::from_secs(5))
+        .await
+        .unwrap());
+    let newer = StoredToken {
+        id: "id-2".into(),
+        ..token.clone()
+    };
+    assert!(!store.save(&key, &newer, Some("other")).await.unwrap());
+    assert!(store.save(&key, &newer, Some("h")).await.unwrap());
+    assert_eq!(store.load(&key).await.unwrap().unwrap().id, "id-2");
+}
