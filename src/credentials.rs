@@ -278,8 +278,8 @@ impl ClientCredentials {
     }
 
     /// Replaces the DPoP key (a rotation): tokens bound to the old key are dropped, and the
-    /// next request fetches one bound to the new key. [`ConfigError::OutOfRange`] when DPoP is
-    /// not configured; [`ConfigError::InvalidKey`] for an `RS256` key (DPoP proofs use ES256,
+    /// next request fetches one bound to the new key. [`ConfigError::OutOfRange`](crate::ConfigError::OutOfRange) when DPoP is
+    /// not configured; [`ConfigError::InvalidKey`](crate::ConfigError::InvalidKey) for an `RS256` key (DPoP proofs use ES256,
     /// EdDSA or PS256).
     #[cfg(feature = "jwt")]
     #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]

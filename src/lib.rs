@@ -15,6 +15,8 @@
 //!   during an outage, callers get the error at once instead of each sending a token request.
 //! - **Secret-safe**: the client secret and tokens never appear in `Debug`, `Display`, errors
 //!   or logs.
+//! - **One token per fleet** (`redis` feature): instances share the token through Redis or
+//!   Valkey, with single flight across processes; Redis failing never fails a request.
 //! - **Beyond shared secrets** (`jwt` feature): `private_key_jwt`, `client_secret_jwt`, mutual
 //!   TLS, and DPoP-bound tokens with a fresh proof on every request.
 //!
@@ -48,6 +50,8 @@
 //! | `reqwest-middleware` | yes | [`ClientCredentialsMiddleware`] |
 //! | `rustls` | yes | HTTPS for the token request through reqwest's rustls |
 //! | `tower` | no | [`ClientCredentialsLayer`] and the [`tower`] module, for hyper, tonic and any `tower` stack |
+//! | `fleet` | no | `Fleet` and the `TokenStore` seam: one token shared by a fleet of processes, encrypted at rest |
+//! | `redis` | no | `fleet` with `RedisStore`: Redis or Valkey, standalone or Cluster, TLS, ACL users |
 //! | `jwt` | no | `private_key_jwt` and `client_secret_jwt` client authentication, DPoP (RFC 9449): `SigningKey`, `JwsAlgorithm`, the builder's `signing_key`, `dpop`, `dpop_key` (aws-lc-rs, the crypto library rustls already builds) |
 //!
 //! Without `rustls`, enable a TLS feature on your own `reqwest` dependency (features unify).
@@ -66,6 +70,7 @@
 //! | `client_auth` | how the client proves who it is to the token endpoint |
 //! | `jose` | keys, JWS signing, client assertions (`jwt` feature) |
 //! | `proof` | DPoP proofs, the proof key and the nonces servers hand out (`jwt` feature) |
+//! | `fleet` | the store a fleet shares, its encryption, breaker and Redis implementation (`fleet`, `redis` features) |
 //! | `endpoint` | the token request and the parsing of its answer |
 //! | `cache` | the shared token cache, a file per job (its module docs map each guarantee) |
 //! | `decide` | every per-request decision, for both adapters |

@@ -306,3 +306,93 @@ async fn the_store_round_trips_what_it_is_given() {
     assert!(store.save(&key, &newer, Some("h")).await.unwrap());
     assert_eq!(store.load(&key).await.unwrap().unwrap().id, "id-2");
 }
+
+/// The fleet-wide limiter, as the store keeps it: a token nobody saw accepted is evicted once
+/// at once, then only after the backoff since the last eviction; an accepted one at once; the
+/// wrong id never.
+#[tokio::test]
+async fn eviction_is_compare_and_swap_with_the_fleet_wide_limiter() {
+    use client_credentials::{Eviction, ForcedBackoff};
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let store = RedisStore::new(&redis.url()).unwrap();
+    let key = test_key("{cc:evict-test}");
+    let backoff = ForcedBackoff {
+        base: Duration::from_millis(400),
+        max: Duration::from_secs(30),
+    };
+    let stored = |id: &str| StoredToken {
+        id: id.into(),
+        value: vec![1],
+        ttl: Duration::from_secs(60),
+    };
+    assert_eq!(
+        store.evict(&key, "a", backoff).await.unwrap(),
+        Eviction::NotCurrent,
+        "nothing stored"
+    );
+
+    assert!(store.save(&key, &stored("a"), None).await.unwrap());
+    assert_eq!(
+        store.evict(&key, "b", backoff).await.unwrap(),
+        Eviction::NotCurrent,
+        "not the stored id"
+    );
+    assert_eq!(
+        store.evict(&key, "a", backoff).await.unwrap(),
+        Eviction::Evicted,
+        "the first at once"
+    );
+    assert_eq!(store.load(&key).await.unwrap(), None);
+    assert_eq!(
+        store.evict(&key, "a", backoff).await.unwrap(),
+        Eviction::NotCurrent,
+        "only once"
+    );
+
+    // Its replacement, never accepted, rejected at once: held for the backoff (400 ms).
+    assert!(store.save(&key, &stored("b"), None).await.unwrap());
+    match store.evict(&key, "b", backoff).await.unwrap() {
+        Eviction::Limited(wait) => assert!(
+            wait <= Duration::from_millis(400) && wait > Duration::from_millis(300),
+            "{wait:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(store.load(&key).await.unwrap().is_some(), "kept");
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert_eq!(
+        store.evict(&key, "b", backoff).await.unwrap(),
+        Eviction::Evicted,
+        "after the backoff"
+    );
+
+    // The next one waits twice as long (800 ms), unless the API accepted it.
+    assert!(store.save(&key, &stored("c"), None).await.unwrap());
+    match store.evict(&key, "c", backoff).await.unwrap() {
+        Eviction::Limited(wait) => assert!(wait > Duration::from_millis(700), "{wait:?}"),
+        other => panic!("{other:?}"),
+    }
+    store.accepted(&key, "other-id").await.unwrap();
+    assert!(
+        matches!(
+            store.evict(&key, "c", backoff).await.unwrap(),
+            Eviction::Limited(_)
+        ),
+        "another id's acceptance does not count"
+    );
+    store.accepted(&key, "c").await.unwrap();
+    assert_eq!(
+        store.evict(&key, "c", backoff).await.unwrap(),
+        Eviction::Evicted,
+        "accepted: at once"
+    );
+
+    // And acceptance ended the strikes: the next unaccepted token is evicted at once.
+    assert!(store.save(&key, &stored("d"), None).await.unwrap());
+    assert_eq!(
+        store.evict(&key, "d", backoff).await.unwrap(),
+        Eviction::Evicted
+    );
+}
