@@ -555,6 +555,192 @@ mod tests {
         );
     }
 
+    /// A store that is never reached: these tests check the settings only.
+    struct Nowhere;
+
+    impl TokenStore for Nowhere {
+        fn load<'a>(
+            &'a self,
+            _: &'a StoreKey,
+        ) -> crate::BoxFuture<'a, Result<Option<StoredToken>, StoreError>> {
+            Box::pin(async { Err(StoreError::new("nowhere")) })
+        }
+        fn try_lock<'a>(
+            &'a self,
+            _: &'a StoreKey,
+            _: &'a str,
+            _: Duration,
+        ) -> crate::BoxFuture<'a, Result<bool, StoreError>> {
+            Box::pin(async { Err(StoreError::new("nowhere")) })
+        }
+        fn unlock<'a>(
+            &'a self,
+            _: &'a StoreKey,
+            _: &'a str,
+        ) -> crate::BoxFuture<'a, Result<(), StoreError>> {
+            Box::pin(async { Err(StoreError::new("nowhere")) })
+        }
+        fn save<'a>(
+            &'a self,
+            _: &'a StoreKey,
+            _: &'a StoredToken,
+            _: Option<&'a str>,
+        ) -> crate::BoxFuture<'a, Result<bool, StoreError>> {
+            Box::pin(async { Err(StoreError::new("nowhere")) })
+        }
+        fn evict<'a>(
+            &'a self,
+            _: &'a StoreKey,
+            _: &'a str,
+            _: ForcedBackoff,
+        ) -> crate::BoxFuture<'a, Result<Eviction, StoreError>> {
+            Box::pin(async { Err(StoreError::new("nowhere")) })
+        }
+        fn accepted<'a>(
+            &'a self,
+            _: &'a StoreKey,
+            _: &'a str,
+        ) -> crate::BoxFuture<'a, Result<(), StoreError>> {
+            Box::pin(async { Err(StoreError::new("nowhere")) })
+        }
+    }
+
+    fn key(id: &str) -> EncryptionKey {
+        EncryptionKey::new(id, &[9; 32]).unwrap()
+    }
+
+    fn runtime(fleet: Fleet) -> Result<Arc<Runtime>, ConfigError> {
+        fleet.into_runtime(
+            &Identity::default(),
+            Arc::default(),
+            #[cfg(feature = "jwt")]
+            None,
+        )
+    }
+
+    #[test]
+    fn settings_are_checked() {
+        let fleet = || Fleet::new(Nowhere, "nowhere");
+        assert!(runtime(fleet().encryption_key(key("a"))).is_ok());
+        assert!(runtime(fleet().danger_store_plaintext()).is_ok());
+        let bad: [(&str, Fleet); 11] = [
+            ("encryption key", fleet()),
+            (
+                "not both",
+                fleet().encryption_key(key("a")).danger_store_plaintext(),
+            ),
+            (
+                "need an encryption key",
+                fleet().danger_store_plaintext().decryption_key(key("b")),
+            ),
+            (
+                "same id",
+                fleet().encryption_key(key("a")).decryption_key(key("a")),
+            ),
+            ("namespace", fleet().encryption_key(key("a")).namespace("")),
+            (
+                "namespace",
+                fleet().encryption_key(key("a")).namespace("a{b}"),
+            ),
+            (
+                "operation_timeout",
+                fleet()
+                    .encryption_key(key("a"))
+                    .operation_timeout(Duration::ZERO),
+            ),
+            (
+                "lock_ttl",
+                fleet()
+                    .encryption_key(key("a"))
+                    .lock_ttl(Duration::from_millis(99)),
+            ),
+            (
+                "lock_ttl",
+                fleet()
+                    .encryption_key(key("a"))
+                    .lock_ttl(Duration::from_secs(601)),
+            ),
+            (
+                "lock_wait",
+                fleet()
+                    .encryption_key(key("a"))
+                    .lock_wait(Duration::from_secs(601)),
+            ),
+            (
+                "circuit_breaker",
+                fleet()
+                    .encryption_key(key("a"))
+                    .circuit_breaker(Duration::ZERO),
+            ),
+        ];
+        for (reason, fleet) in bad {
+            match runtime(fleet) {
+                Err(ConfigError::InvalidFleet(why)) => assert!(why.contains(reason), "{why}"),
+                other => panic!("{reason}: {other:?}"),
+            }
+        }
+        // Rotation: the new key writes, both read.
+        let rotated = runtime(
+            fleet()
+                .encryption_key(key("new"))
+                .decryption_key(key("old")),
+        )
+        .unwrap();
+        match &rotated.codec {
+            Codec::Encrypted(keys) => {
+                let ids: Vec<&str> = keys.iter().map(EncryptionKey::id).collect();
+                assert_eq!(ids, ["new", "old"]);
+            }
+            Codec::Plaintext => panic!("encrypted"),
+        }
+    }
+
+    #[test]
+    fn keys_share_one_hash_tag_and_differ_by_scopes_and_namespace() {
+        let plain = runtime(Fleet::new(Nowhere, "n").danger_store_plaintext()).unwrap();
+        let named = runtime(
+            Fleet::new(Nowhere, "n")
+                .danger_store_plaintext()
+                .namespace("prod"),
+        )
+        .unwrap();
+        let a = plain.key(&Scopes::new(["a", "b"]));
+        assert_eq!(
+            a,
+            plain.key(&Scopes::new(["b", "a"])),
+            "scope order does not matter"
+        );
+        assert_ne!(a, plain.key(&Scopes::new(["a"])));
+        let tag = a.token().strip_suffix(":token").unwrap();
+        assert!(tag.starts_with("{cc:") && tag.ends_with('}') && tag.len() == "{cc:}".len() + 32);
+        assert_eq!(a.lock(), format!("{tag}:lock"));
+        assert_eq!(a.limit(), format!("{tag}:limit"));
+        let n = named.key(&Scopes::new(["a", "b"]));
+        assert!(n.token().starts_with("{cc:prod:"), "{n:?}");
+        assert_ne!(
+            &n.token()[9..],
+            &a.token()[4..],
+            "the namespace changes the hash too"
+        );
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn a_redis_url_that_does_not_parse_is_a_config_error() {
+        for url in ["http://x", "redis://[::1", "not a url"] {
+            assert!(
+                matches!(Fleet::redis(url), Err(ConfigError::InvalidFleet(_))),
+                "{url}"
+            );
+        }
+        let fleet = Fleet::redis("redis://user:pa55word@10.0.0.1:6380/2").unwrap();
+        let shown = format!("{fleet:?}");
+        assert!(
+            shown.contains("10.0.0.1:6380") && !shown.contains("pa55word"),
+            "{shown}"
+        );
+    }
+
     #[test]
     fn secrets_are_hashed_with_a_domain() {
         let hash = Identity::secret_hash("s3cret");

@@ -89,3 +89,17 @@ where
         std::thread::sleep(Duration::from_millis(1));
     }
 }
+
+/// Drops wiremock servers with a fresh cooperative budget.
+///
+/// A `MockServer` checks its expectations in `Drop` by blocking (with `futures`' executor) on a
+/// tokio `RwLock`. Tokio's sync primitives take part in its cooperative scheduling: in a task
+/// whose budget is spent (a long run of awaits that were all ready, such as a thousand
+/// `join_next` calls on finished tasks), the lock answers "not yet" and wakes the caller, and
+/// since the blocked task never yields back to tokio, the budget never refills and the drop
+/// spins forever. Yielding once first refills it.
+#[allow(dead_code)] // not every binary that includes this module uses it
+pub async fn drop_servers<T>(servers: T) {
+    tokio::task::yield_now().await;
+    drop(servers);
+}

@@ -123,4 +123,5 @@ async fn always_401_api_causes_a_bounded_number_of_token_requests() {
         per_step as usize * forced_at.len()
     );
     assert!(stats.forced_refreshes_suppressed > 0);
+    crate::support::drop_servers((auth, api)).await;
 }

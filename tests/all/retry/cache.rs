@@ -81,6 +81,7 @@ async fn a_thousand_concurrent_requests_on_a_cold_cache_send_one_token_request()
         ),
         (1, 1, 1)
     );
+    crate::support::drop_servers((auth, api)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,6 +107,7 @@ async fn a_thousand_concurrent_access_token_calls_on_a_cold_cache_send_one_token
     assert_eq!(tokens, CONCURRENT);
     assert_eq!(auth.received_requests().await.unwrap().len(), 1);
     assert_eq!(credentials.stats().tokens_fetched, 1);
+    crate::support::drop_servers(auth).await;
 }
 
 /// An API that echoes the `Authorization` header it received.

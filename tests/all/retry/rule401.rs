@@ -23,10 +23,12 @@ async fn start(tokens: &[&str]) -> (MockServer, MockServer) {
     (auth, api)
 }
 
-/// Checks every mock's `.expect(n)` on both servers now, within the run it belongs to.
+/// Checks every mock's `.expect(n)` on both servers now, within the run it belongs to, then
+/// drops them with a fresh cooperative budget (see `support::drop_servers`).
 async fn verify(auth: MockServer, api: MockServer) {
     api.verify().await;
     auth.verify().await;
+    crate::support::drop_servers((auth, api)).await;
 }
 
 /// Asserts how many tokens were re-fetched after a 401 and how many requests were retried.
