@@ -69,6 +69,9 @@ impl TokenCache {
             // No runtime to fetch on: leave the due refresh to a lookup inside one.
             return;
         }
+        if !self.take_due() {
+            return; // another caller took it
+        }
         let mut slow = self.lock();
         if slow.inflight.is_some() || backing_off(&slow, Instant::now()).is_some() {
             // A failed fetch re-arms the timer for the end of its backoff.
@@ -473,10 +476,18 @@ mod tests {
         let first = cache.entry().await.unwrap();
         tokio::time::advance(Duration::from_secs(75)).await;
         settle().await;
+        assert!(cache.is_due());
         let during = cache
             .cached()
             .expect("the current token while the refresh runs");
         assert_eq!(during.gen, first.gen);
+        assert_eq!(cache.shared.counters.snapshot().refreshes_ahead, 1);
+        // The first hit took the refresh and cleared the bit: later hits take the fast path
+        // (not the cold path and its mutex) for as long as the refresh runs.
+        assert!(!cache.is_due());
+        for _ in 0..10 {
+            assert_eq!(cache.cached().unwrap().gen, first.gen);
+        }
         assert_eq!(cache.shared.counters.snapshot().refreshes_ahead, 1);
         settle().await; // the fetch task starts its one-second answer
         tokio::time::advance(Duration::from_secs(1)).await;

@@ -208,6 +208,24 @@ impl TokenCache {
             });
     }
 
+    /// Clears the "refresh due" bit; returns whether this caller cleared it (so it, and only
+    /// it, starts the refresh). Hits take the fast path again at once, instead of the cold path
+    /// for as long as the refresh runs.
+    pub(super) fn take_due(&self) -> bool {
+        let state = self.state.load(Ordering::Acquire);
+        state & DUE != 0
+            && self
+                .state
+                .compare_exchange(state, state & !DUE, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+    }
+
+    /// Whether the published state says "refresh due".
+    #[cfg(test)]
+    pub(super) fn is_due(&self) -> bool {
+        self.state.load(Ordering::Acquire) & DUE != 0
+    }
+
     /// The generation hits currently see (zero: none).
     #[cfg(test)]
     pub(super) fn published_gen(&self) -> u64 {
