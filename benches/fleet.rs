@@ -4,7 +4,8 @@
 //!    `ClientCredentials`, as separate processes would be, in one process so the bench needs no
 //!    helper binary) on one Redis, each sending a request to a loopback API every 10 ms for
 //!    three lifetimes of 2 s tokens. Target: the same count however many instances (one
-//!    process refreshes at 75% of the lifetime, so about 1.33 per lifetime).
+//!    process fetches at the start, then once per refresh point, at 75% of the lifetime less
+//!    up to 5% of jitter: 5 token requests in 6 s of 2 s tokens, 1.67 per lifetime).
 //! 2. **The first request of a new instance** (cold cache, a new connection to Redis): adopting
 //!    the token from Redis against fetching it from the token endpoint (the store empty), with a
 //!    loopback token endpoint answering at once and one answering in 100 ms (a hosted
