@@ -12,7 +12,7 @@
 //!    authorization server's usual latency). Criterion groups `fleet_first_request_*`.
 //!
 //! Needs `redis-server` on the PATH (`.ci/run` installs it); the bench starts its own on a free
-//! loopback port.
+//! loopback port. `CC_FLEET_SERVER=valkey-server` runs it against Valkey instead.
 
 mod common;
 
@@ -46,7 +46,8 @@ impl Redis {
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .expect("a free port");
-        let child = Command::new("redis-server")
+        let binary = std::env::var("CC_FLEET_SERVER").unwrap_or_else(|_| "redis-server".into());
+        let child = Command::new(&binary)
             .args([
                 "--port",
                 &port.to_string(),
@@ -58,10 +59,10 @@ impl Redis {
             .args(["--appendonly", "no"])
             .stdout(Stdio::null())
             .spawn()
-            .expect("redis-server on the PATH (apt-get install redis-server)");
+            .unwrap_or_else(|e| panic!("{binary} on the PATH (apt-get install {binary}): {e}"));
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
+            assert!(Instant::now() < deadline, "{binary} did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
         Self { child, port }

@@ -235,6 +235,10 @@ impl ClientCredentials {
     /// for `method` on `url` (with the nonce that origin gave last). For a websocket handshake,
     /// a gRPC call made by hand, any client without an adapter.
     ///
+    /// Fails with the token's error, [`Error::DpopUrl`] for a URL without a scheme and a host,
+    /// or [`Error::DpopKeyReplaced`] when the token was fetched with a DPoP key replaced since
+    /// (it is dropped: the next call gets one bound to the new key).
+    ///
     /// ```no_run
     /// # async fn run(credentials: client_credentials::ClientCredentials) -> Result<(), Box<dyn std::error::Error>> {
     /// let url = "https://api.example.com/v1/stream";
@@ -260,6 +264,12 @@ impl ClientCredentials {
                 url.host_str(),
                 url.port(),
             );
+            // A token fetched with a key replaced since cannot be proved with the new one: as
+            // in the adapters, it is dropped and this call fails without a proof.
+            if dpop.is_bound_elsewhere(&entry) {
+                cache.drop_token(entry.gen);
+                return Err(Error::DpopKeyReplaced);
+            }
             let ath = match &entry.ath {
                 Some(ath) => Arc::clone(ath),
                 None => Arc::from(crate::proof::ath(entry.token.secret())),
@@ -298,10 +308,8 @@ impl ClientCredentials {
         }
         let jkt = dpop.set_key(key);
         for cache in self.inner.partitions.all() {
-            if let Some(entry) = cache.current() {
-                if entry.dpop_jkt.as_deref().is_some_and(|old| old != &*jkt) {
-                    cache.drop_token(entry.gen);
-                }
+            if let Some(entry) = cache.current().filter(|e| dpop.is_bound_elsewhere(e)) {
+                cache.drop_token(entry.gen);
             }
         }
         tracing::info!(thumbprint = %jkt, "DPoP key replaced; tokens bound to the old one dropped");

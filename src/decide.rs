@@ -374,15 +374,9 @@ impl<C: AsRef<ClientCredentials>> Exchange<C> {
         // cannot be proved: drop it so the next request gets one bound to the current key.
         let cache = self.cache();
         let entry = cache.current().filter(|e| e.gen == credential.gen);
-        if let Some(entry) = &entry {
-            if entry
-                .dpop_jkt
-                .as_deref()
-                .is_some_and(|jkt| jkt != &*dpop.thumbprint())
-            {
-                cache.drop_token(entry.gen);
-                return Err(Error::DpopKeyReplaced);
-            }
+        if let Some(entry) = entry.as_ref().filter(|e| dpop.is_bound_elsewhere(e)) {
+            cache.drop_token(entry.gen);
+            return Err(Error::DpopKeyReplaced);
         }
         // The token's hash, computed once per token; hashed here only for a token the cache
         // replaced while this request was being authorized.

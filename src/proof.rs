@@ -81,6 +81,15 @@ impl Dpop {
         Arc::clone(&self.key.load().thumbprint)
     }
 
+    /// Whether `entry`'s token is bound to a key other than the current one (it was fetched
+    /// before the key was replaced): it cannot be proved with the current key.
+    pub(crate) fn is_bound_elsewhere(&self, entry: &crate::cache::Entry) -> bool {
+        entry
+            .dpop_jkt
+            .as_deref()
+            .is_some_and(|jkt| jkt != &*self.thumbprint())
+    }
+
     /// The current key.
     pub(crate) fn key(&self) -> SigningKey {
         self.key.load().key.clone()
@@ -239,7 +248,17 @@ mod tests {
 
     #[test]
     fn claims_are_json_whatever_the_htu() {
-        for htu in ["https://api.example.com/v1", "https://x/\"q\"\\\n\u{1}é"] {
+        // Mixed text, and a string made only of each kind of byte that needs escaping (the
+        // check that picks the unescaped path must turn each of them away).
+        let htus = [
+            "https://api.example.com/v1",
+            "https://x/\"q\"\\\n\u{1}é",
+            "\"",
+            "\\",
+            "\u{1}\n",
+            "",
+        ];
+        for htu in htus {
             for (ath, nonce) in [(None, None), (Some("YXRo"), Some("n-1!~"))] {
                 let json = claims(&Method::PATCH, htu, ath, nonce).unwrap();
                 let value: serde_json::Value = serde_json::from_str(&json).unwrap();
@@ -273,6 +292,19 @@ mod tests {
             (
                 "https://user:pw@api.example.com:8443/v1?x=1",
                 "https://api.example.com:8443/v1",
+            ),
+            (
+                "https://user@api.example.com/v1",
+                "https://api.example.com/v1",
+            ),
+            (
+                "https://:pw@api.example.com/v1",
+                "https://api.example.com/v1",
+            ),
+            ("http://api.example.com:80/v1", "http://api.example.com/v1"),
+            (
+                "HTTP://api.example.com:443/v1",
+                "http://api.example.com:443/v1",
             ),
         ];
         for (input, htu) in cases {

@@ -385,6 +385,18 @@ mod tests {
     }
 
     #[test]
+    fn the_longest_key_id_round_trips() {
+        // The length check before the split counts the id's bytes once, not per nonce byte.
+        let codec = Codec::Encrypted(vec![key(&"k".repeat(MAX_KEY_ID_LEN), 3)]);
+        let value = sealed(&codec, "n");
+        let opened = codec.open("n", &value).unwrap();
+        assert_eq!(opened.token.access_token.secret(), "tok-secret-1");
+        // One byte short of a tag after the id and the nonce: a miss, not a panic.
+        let short = &value[..2 + MAX_KEY_ID_LEN + NONCE_LEN + TAG_LEN - 1];
+        assert!(codec.open("n", short).is_none());
+    }
+
+    #[test]
     fn plaintext_is_versioned_too() {
         let value = sealed(&Codec::Plaintext, "n");
         assert_eq!(value[0], PLAINTEXT);

@@ -1,5 +1,6 @@
 //! The servers of the fleet tests: `redis-server` processes this test starts (so it can kill,
 //! pause and restart them), and an authorization server and an API in-process on loopback.
+//! `CC_FLEET_SERVER=valkey-server` runs the same suite against Valkey (`.ci/run` runs both).
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -26,6 +27,12 @@ pub struct RedisServer {
     pub port: u16,
     dir: PathBuf,
     extra: Vec<String>,
+}
+
+/// The server binary the suite runs against: `redis-server`, or what `CC_FLEET_SERVER` names
+/// (`valkey-server`).
+pub fn server_binary() -> String {
+    std::env::var("CC_FLEET_SERVER").unwrap_or_else(|_| "redis-server".into())
 }
 
 /// A free loopback port (bound, then released: the server binds it right after).
@@ -70,9 +77,12 @@ impl RedisServer {
             Ok(()) => Some(server),
             Err(why) => {
                 if std::env::var_os("CI").is_some() {
-                    panic!("redis-server is required under CI: {why}");
+                    panic!("{} is required under CI: {why}", server_binary());
                 }
-                eprintln!("SKIPPED: {why} (install redis-server; under CI this fails)");
+                eprintln!(
+                    "SKIPPED: {why} (install {}; under CI this fails)",
+                    server_binary()
+                );
                 None
             }
         }
@@ -99,13 +109,14 @@ impl RedisServer {
             .map(|a| a.replace("{port}", &port))
             .collect();
         args.extend(extra.iter().map(String::as_str));
-        let mut child = Command::new("redis-server")
+        let binary = server_binary();
+        let mut child = Command::new(&binary)
             .args(&args)
             .current_dir(&self.dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .map_err(|e| format!("`redis-server` could not be started: {e}"))?;
+            .map_err(|e| format!("`{binary}` could not be started: {e}"))?;
         // Wait for "Ready to accept connections" (or the process's end).
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = std::sync::mpsc::channel();
@@ -125,7 +136,7 @@ impl RedisServer {
             }
             Err(_) => {
                 let _ = child.kill();
-                Err("redis-server did not become ready in 10 s".into())
+                Err(format!("{binary} did not become ready in 10 s"))
             }
         }
     }

@@ -396,3 +396,28 @@ async fn eviction_is_compare_and_swap_with_the_fleet_wide_limiter() {
         Eviction::Evicted
     );
 }
+
+/// The suite runs against the server it was asked for: `CC_FLEET_SERVER=valkey-server` must
+/// not quietly test Redis (Valkey also reports a `redis_version` for compatibility).
+#[tokio::test]
+async fn the_server_is_the_one_the_run_asked_for() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let info = redis.cli(&["INFO", "server"]);
+    let valkey = info.contains("server_name:valkey");
+    if crate::servers::server_binary().starts_with("valkey") {
+        assert!(valkey, "asked for Valkey, got:\n{info}");
+        assert!(info.contains("valkey_version:"), "{info}");
+    } else {
+        assert!(!valkey, "asked for Redis, got Valkey:\n{info}");
+        assert!(info.contains("redis_version:"), "{info}");
+    }
+    let field = if valkey {
+        "valkey_version:"
+    } else {
+        "redis_version:"
+    };
+    let version = info.lines().find(|l| l.starts_with(field)).map(str::trim);
+    eprintln!("fleet suite server: {version:?}");
+}

@@ -166,3 +166,86 @@ async fn with_allowed_origins_the_client_must_name_its_origin() {
     assert_eq!(answer.status(), ServingStatus::Serving);
     assert_eq!(tokens.lock().unwrap().seen, ["grpc-tok-1"]);
 }
+
+/// A streamed answer's status comes in its trailers (not a trailers-only answer): an inner
+/// service answering a gRPC call with a data frame and then `grpc-status` trailers. `16`
+/// (`UNAUTHENTICATED`) drops the token the call carried once the trailers are read, so the next
+/// call gets a fresh one; `0` marks the token accepted, so a later rejection of it is replaced
+/// at once (a never-accepted replacement would wait for the forced-refresh backoff).
+#[tokio::test]
+async fn unauthenticated_in_the_trailers_drops_the_token() {
+    use std::convert::Infallible;
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full, StreamBody};
+    use hyper::body::Frame;
+    use tower::{Service, ServiceExt};
+
+    let tokens = Arc::new(Mutex::new(Tokens::default()));
+    let auth = MockServer::start().await;
+    mount_issuer(&auth, Arc::clone(&tokens)).await;
+    let credentials: ClientCredentials = builder(&auth).build().unwrap();
+    // The grpc-status the next answer ends with, and the token each call carried.
+    let status = Arc::new(Mutex::new("16"));
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let inner = tower::service_fn({
+        let (status, seen) = (Arc::clone(&status), Arc::clone(&seen));
+        move |request: http::Request<Full<Bytes>>| {
+            let token = request.headers()["authorization"].to_str().unwrap();
+            seen.lock().unwrap().push(token.to_owned());
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert(
+                "grpc-status",
+                http::HeaderValue::from_static(*status.lock().unwrap()),
+            );
+            let frames = vec![
+                Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"\0\0\0\0\0"))),
+                Ok(Frame::trailers(trailers)),
+            ];
+            let response = http::Response::builder()
+                .header("content-type", "application/grpc")
+                .body(StreamBody::new(futures_util::stream::iter(frames)))
+                .unwrap();
+            async move { Ok::<_, Infallible>(response) }
+        }
+    });
+    let mut service = ServiceBuilder::new()
+        .layer(credentials.layer().without_replay())
+        .service(inner);
+    // One call ending with `$status`: the answer, its body not read yet.
+    macro_rules! call {
+        ($status:expr) => {{
+            *status.lock().unwrap() = $status;
+            let request = http::Request::post("http://grpc.example/grpc.health.v1.Health/Check")
+                .header("content-type", "application/grpc")
+                .body(Full::new(Bytes::from_static(b"\0\0\0\0\0")))
+                .unwrap();
+            service.ready().await.unwrap().call(request).await.unwrap()
+        }};
+    }
+
+    // 1. UNAUTHENTICATED in the trailers: nothing happens before they are read...
+    let response = call!("16");
+    assert_eq!(credentials.stats().forced_refreshes, 0);
+    let body = response.into_body().collect().await.unwrap();
+    assert_eq!(
+        body.trailers().unwrap()["grpc-status"],
+        "16",
+        "trailers passed on"
+    );
+    assert_eq!(body.to_bytes().len(), 5, "data passed on");
+    // ... then the token is dropped.
+    assert_eq!(credentials.stats().forced_refreshes, 1);
+
+    // 2. The next call carries a new token, and its status 0 marks it accepted.
+    call!("0").into_body().collect().await.unwrap();
+    // 3. Revoked later: an accepted token is replaced at once, without a backoff.
+    call!("16").into_body().collect().await.unwrap();
+    call!("0").into_body().collect().await.unwrap();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["grpc-tok-1", "grpc-tok-2", "grpc-tok-2", "grpc-tok-3"].map(|t| format!("Bearer {t}"))
+    );
+    assert_eq!(credentials.stats().token_requests, 3);
+    assert_eq!(credentials.stats().forced_refreshes, 2);
+}

@@ -543,3 +543,121 @@ async fn code_without_an_adapter_gets_the_headers_for_a_method_and_url() {
     assert_eq!(headers.authorization, "Bearer plain");
     assert!(headers.dpop.is_none());
 }
+
+/// A `use_dpop_nonce` challenge without a usable `DPoP-Nonce` gives nothing to prove with: the
+/// answer is passed on as it is, not replayed with the same proof.
+#[tokio::test]
+async fn a_nonce_challenge_without_a_nonce_is_passed_on() {
+    for &adapter in Adapter::all() {
+        let (auth, api) = (MockServer::start().await, MockServer::start().await);
+        mount_dpop_tokens(&auth, &["tok-1"]).await;
+        let credentials = builder(&auth).build().unwrap();
+        for nonce in [None, Some("not a nonce")] {
+            let mut answer = ResponseTemplate::new(401)
+                .insert_header(REQUEST_ID, REQUEST_ID_VALUE)
+                .insert_header("www-authenticate", r#"DPoP error="use_dpop_nonce""#);
+            if let Some(nonce) = nonce {
+                answer = answer.insert_header("dpop-nonce", nonce);
+            }
+            api.reset().await;
+            Mock::given(method("POST"))
+                .respond_with(answer)
+                .mount(&api)
+                .await;
+            let answer = adapter.send(&credentials, Payment::to(&api)).await;
+            assert_eq!(answer.status, 401, "{adapter:?} {nonce:?}: passed on");
+            assert_eq!(answer.headers[REQUEST_ID], REQUEST_ID_VALUE);
+            assert_eq!(
+                api.received_requests().await.unwrap().len(),
+                1,
+                "{adapter:?} {nonce:?}: not replayed"
+            );
+            assert_eq!(credentials.stats().replayed_requests, 0);
+        }
+    }
+}
+
+/// The key replaced while a token was being fetched with the old one (the token endpoint is
+/// slow): that token is bound to the old key and cannot be proved with the new one. The request
+/// waiting for it is not sent and fails with `DpopKeyReplaced`, through the middleware and
+/// through `request_authorization` alike; the token is dropped, and the next request gets one
+/// bound to the new key.
+#[tokio::test]
+async fn a_key_replaced_while_its_token_was_being_fetched_fails_that_request_only() {
+    for through_middleware in [true, false] {
+        let (auth, api) = (MockServer::start().await, MockServer::start().await);
+        Mock::given(method("POST"))
+            .and(path("/token"))
+            .respond_with(dpop_token("tok-old").set_delay(std::time::Duration::from_millis(400)))
+            .up_to_n_times(1)
+            .expect(1)
+            .mount(&auth)
+            .await;
+        mount_dpop_tokens(&auth, &["tok-new"]).await;
+        Mock::given(method("GET"))
+            .respond_with(ResponseTemplate::new(200))
+            .mount(&api)
+            .await;
+        let credentials = builder(&auth).build().unwrap();
+        let url = format!("{}/v1/items", api.uri());
+        let send = {
+            let (credentials, url) = (credentials.clone(), url.clone());
+            move || async move {
+                if through_middleware {
+                    match crate::support::client(&credentials).get(&url).send().await {
+                        Ok(response) => Ok(response.status().as_u16()),
+                        Err(reqwest_middleware::Error::Middleware(e)) => {
+                            Err(e.downcast::<Error>().expect("a client_credentials::Error"))
+                        }
+                        Err(e) => panic!("not a middleware error: {e:?}"),
+                    }
+                } else {
+                    credentials
+                        .request_authorization(&http::Method::GET, &url)
+                        .await
+                        .map(|h| {
+                            assert_eq!(h.authorization, "DPoP tok-new");
+                            200
+                        })
+                }
+            }
+        };
+        let first = tokio::spawn(send.clone()());
+        // Replace the key once the token request (with the old key's proof) has arrived.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while auth.received_requests().await.unwrap().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "no token request");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let old = credentials.dpop_thumbprint().unwrap();
+        let new_key = SigningKey::generate(JwsAlgorithm::Es256).unwrap();
+        credentials.set_dpop_key(new_key.clone()).unwrap();
+        let first = first.await.unwrap();
+        assert!(
+            matches!(first, Err(Error::DpopKeyReplaced)),
+            "middleware {through_middleware}: {first:?}"
+        );
+        assert!(
+            api.received_requests().await.unwrap().is_empty(),
+            "not sent"
+        );
+        assert_eq!(
+            send().await.unwrap(),
+            200,
+            "middleware {through_middleware}"
+        );
+        let token_requests = auth.received_requests().await.unwrap();
+        assert_eq!(verify_proof(&proof_of(&token_requests[0])).1, old);
+        assert_eq!(
+            verify_proof(&proof_of(&token_requests[1])).1,
+            new_key.thumbprint()
+        );
+        if through_middleware {
+            let sent = api.received_requests().await.unwrap();
+            assert_eq!(sent.len(), 1);
+            assert_eq!(authorization(&sent[0]), "DPoP tok-new");
+            assert_eq!(verify_proof(&proof_of(&sent[0])).1, new_key.thumbprint());
+        }
+        auth.verify().await;
+    }
+}

@@ -169,3 +169,11 @@ async fn tenant_header_is_on_the_retried_request_too() {
         assert_eq!(tenants(request), ["acme"]);
     }
 }
+
+#[test]
+fn tenant_ids_read_back_what_they_were_made_from() {
+    use client_credentials::TenantId;
+    assert_eq!(TenantId::new("acme-01").unwrap().as_str(), "acme-01");
+    assert_eq!(TenantId::from_static("globex").as_str(), "globex");
+    assert_eq!("initech".parse::<TenantId>().unwrap().as_str(), "initech");
+}
