@@ -421,3 +421,48 @@ async fn the_server_is_the_one_the_run_asked_for() {
     let version = info.lines().find(|l| l.starts_with(field)).map(str::trim);
     eprintln!("fleet suite server: {version:?}");
 }
+
+/// A holder that is stuck, not dead (its lock does not expire while the others wait), does not
+/// block the fleet: a member waits `lock_wait`, then fetches for itself, and leaves the other's
+/// lock alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_held_past_lock_wait_is_given_up_on() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let servers = Servers::start(Duration::from_secs(3600), Duration::ZERO).await;
+    let first = one_request(&redis, &servers).await;
+    let token_key = eventually_key(&redis).await;
+    let lock_key = token_key.replace(":token", ":lock");
+    let mut raw = redis.raw();
+    let _: () = raw.del(&token_key).unwrap();
+    redis::cmd("SET")
+        .arg(&lock_key)
+        .arg("stuck-holder")
+        .arg("PX")
+        .arg(120_000)
+        .query::<()>(&mut raw)
+        .unwrap();
+    let wait = Duration::from_millis(600);
+    let member = credentials_with(&redis.url(), &servers.token_url, |f| f.lock_wait(wait));
+    let started = std::time::Instant::now();
+    let report = run(
+        &member,
+        &servers.api_url,
+        SystemTime::now(),
+        Duration::ZERO,
+        Duration::ZERO,
+    )
+    .await;
+    let waited = started.elapsed();
+    assert_eq!((report.ok, report.failed), (1, 0), "{report:?}");
+    assert!(waited >= wait, "it waited for the holder first: {waited:?}");
+    assert!(
+        waited < Duration::from_secs(60),
+        "it gave up after lock_wait, not when the lock expired: {waited:?}"
+    );
+    assert_ne!(report.tokens[0], first, "a token of its own");
+    assert_eq!(servers.token_requests(), 2);
+    let holder: Option<String> = raw.get(&lock_key).unwrap();
+    assert_eq!(holder.as_deref(), Some("stuck-holder"), "the other's lock");
+}
