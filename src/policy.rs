@@ -66,9 +66,11 @@ impl Default for CachePolicy {
 }
 
 impl CachePolicy {
-    /// How long after the last forced refresh the next may start, when `strikes` forced
-    /// refreshes in a row replaced tokens the API never accepted: none after zero, then the
-    /// backoff, doubling, up to its maximum. At most [`MAX_LIFETIME`].
+    /// How long after the last forced refresh the next may start for a token the API never
+    /// accepted, when `strikes` forced refreshes ran since the API last accepted a token: none
+    /// after zero (the API rejected the first token it was shown), then the backoff (the
+    /// replacement of an accepted token was rejected too), doubling, up to its maximum. At most
+    /// [`MAX_LIFETIME`].
     pub(crate) fn forced_refresh_wait(&self, strikes: u32) -> Duration {
         if strikes == 0 {
             return Duration::ZERO;

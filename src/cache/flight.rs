@@ -95,9 +95,12 @@ impl TokenCache {
     ///
     /// The limiter tells "revoked again" from "rejects everything": a token the API accepted
     /// at least once is replaced at once, however soon after the last forced refresh. A token it
-    /// never accepted (a replacement rejected straight away) is replaced at once the first time
-    /// too, but each further one in a row waits for the forced refresh backoff (1 s, doubling,
-    /// up to a cap) after the last forced refresh. Any acceptance ends the backoff.
+    /// never accepted is replaced at once only when no forced refresh has run since the API last
+    /// accepted a token (the first token of a cache whose API rejects it); otherwise (a
+    /// replacement rejected straight away) it waits for the forced refresh backoff (1 s,
+    /// doubling, up to a cap) after the last forced refresh. So one rejection episode costs one
+    /// token request at once, however the API treats the replacement. Any acceptance ends the
+    /// backoff.
     pub(crate) fn invalidate(self: &Arc<Self>, gen: u64) -> Invalidation {
         let mut slow = self.lock();
         let Some(entry) = self.current.load_full().filter(|e| e.gen == gen) else {
@@ -125,11 +128,9 @@ impl TokenCache {
                 }
             }
         }
-        slow.strikes = if accepted {
-            0
-        } else {
-            slow.strikes.saturating_add(1)
-        };
+        // Forced refreshes since the API last accepted a token, this one included: after an
+        // accepted token is replaced, a rejection of its replacement waits the first step.
+        slow.strikes = if accepted { 0 } else { slow.strikes }.saturating_add(1);
         slow.last_forced = Some(now);
         self.counters()
             .forced_refreshes
@@ -316,8 +317,9 @@ mod tests {
     }
 
     /// The limiter: tokens the API accepted are replaced at once however close the
-    /// rejections come; tokens it never accepted wait 0, 1, 2, 4 ... seconds after the last
-    /// forced refresh; an acceptance ends the backoff.
+    /// rejections come; replacements it never accepted wait 1, 2, 4 ... seconds after the last
+    /// forced refresh (issue 16: not 0 first, which cost two token requests per episode); an
+    /// acceptance starts the backoff again at its first step.
     #[tokio::test(start_paused = true)]
     async fn accepted_tokens_are_replaced_at_once_and_unaccepted_ones_back_off() {
         let (cache, source) = cache_with(Counting::new(Duration::from_secs(3600)));
@@ -337,40 +339,43 @@ mod tests {
         }
         settle().await;
         assert_eq!(source.calls(), 6, "one fetch per rejected token");
-        // Rejects everything: the first unaccepted replacement goes at once, then 1 s, 2 s, 4 s.
-        let mut token = next(&cache).await;
-        assert_eq!(cache.invalidate(token.gen), Invalidation::Replaced);
+        // Rejects everything: the replacement of the last accepted token waits 1 s, then 2 s, 4 s.
+        let limited_then_replaced = |token: Arc<Entry>, wait: Duration| {
+            let cache = Arc::clone(&cache);
+            async move {
+                assert_eq!(
+                    cache.invalidate(token.gen),
+                    Invalidation::Limited,
+                    "before {wait:?}"
+                );
+                tokio::time::advance(wait - Duration::from_millis(1)).await;
+                assert_eq!(
+                    cache.invalidate(token.gen),
+                    Invalidation::Limited,
+                    "just before {wait:?}"
+                );
+                tokio::time::advance(Duration::from_millis(1)).await;
+                assert_eq!(
+                    cache.invalidate(token.gen),
+                    Invalidation::Replaced,
+                    "after {wait:?}"
+                );
+            }
+        };
         for wait in [1u64, 2, 4] {
-            token = next(&cache).await;
-            assert_eq!(
-                cache.invalidate(token.gen),
-                Invalidation::Limited,
-                "before {wait} s"
-            );
-            tokio::time::advance(Duration::from_secs(wait) - Duration::from_millis(1)).await;
-            assert_eq!(
-                cache.invalidate(token.gen),
-                Invalidation::Limited,
-                "just before {wait} s"
-            );
-            tokio::time::advance(Duration::from_millis(1)).await;
-            assert_eq!(
-                cache.invalidate(token.gen),
-                Invalidation::Replaced,
-                "after {wait} s"
-            );
+            limited_then_replaced(next(&cache).await, Duration::from_secs(wait)).await;
         }
-        // An acceptance ends the backoff: the next rejection of an unaccepted token goes at once.
+        // An acceptance ends the backoff: the accepted token is replaced at once, and its
+        // replacement, never accepted, waits the first step again (1 s, not 8 s, not 0).
         let accepted = next(&cache).await;
         cache.mark_accepted(accepted.gen);
         assert_eq!(cache.invalidate(accepted.gen), Invalidation::Replaced);
-        let fresh = next(&cache).await;
-        assert_eq!(cache.invalidate(fresh.gen), Invalidation::Replaced);
+        limited_then_replaced(next(&cache).await, Duration::from_secs(1)).await;
         settle().await;
         let stats = cache.shared.counters.snapshot();
-        assert_eq!(stats.forced_refreshes, 11);
-        assert_eq!(stats.forced_refreshes_suppressed, 6);
-        assert_eq!(source.calls(), 12);
+        assert_eq!(stats.forced_refreshes, 10);
+        assert_eq!(stats.forced_refreshes_suppressed, 8);
+        assert_eq!(source.calls(), 11);
     }
 
     /// After a failed fetch, callers get the error at once until the cooldown passes; then one

@@ -106,8 +106,9 @@ struct Slow {
     last_error: Option<Error>,
     /// When the last forced refresh (after a rejection) started.
     last_forced: Option<Instant>,
-    /// Forced refreshes in a row that replaced a token the API never accepted (reset when the
-    /// API accepts a token): the next one waits `CachePolicy::forced_refresh_wait(strikes)`.
+    /// Forced refreshes since the API last accepted a token (the rejection of an accepted token
+    /// counts its own refresh as the first; an acceptance resets it to zero): the forced
+    /// refresh for a never-accepted token waits `CachePolicy::forced_refresh_wait(strikes)`.
     strikes: u32,
     /// The timer of the current token, and the generation it guards.
     timer: Option<tokio::task::AbortHandle>,

@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | `{cc:..}:token` | hash, `PEXPIRE` = the token's remaining lifetime | `id` (random), `v` (the encrypted value), `acc` (`1` once the API accepted it) |
 //! | `{cc:..}:lock` | string, `PX` = the lock's time to live | the holder's id |
-//! | `{cc:..}:limit` | hash, expires after an hour | `strikes` (evicted tokens in a row never accepted), `last` (when the last eviction ran, the server's time in ms) |
+//! | `{cc:..}:limit` | hash, expires after an hour | `strikes` (evictions since the API last accepted a token), `last` (when the last eviction ran, the server's time in ms) |
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,15 +65,13 @@ if redis.call('TYPE', KEYS[2]).ok == 'hash' then
 end
 if redis.call('HGET', KEYS[1], 'acc') == '1' then
   strikes = 0
-else
-  if strikes > 0 then
-    local wait = math.min(tonumber(ARGV[2]) * 2 ^ math.min(strikes - 1, 20), tonumber(ARGV[3]))
-    if now < last + wait then
-      return {2, last + wait - now}
-    end
+elseif strikes > 0 then
+  local wait = math.min(tonumber(ARGV[2]) * 2 ^ math.min(strikes - 1, 20), tonumber(ARGV[3]))
+  if now < last + wait then
+    return {2, last + wait - now}
   end
-  strikes = strikes + 1
 end
+strikes = strikes + 1
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('HSET', KEYS[2], 'strikes', strikes, 'last', now)
 redis.call('PEXPIRE', KEYS[2], ARGV[4])

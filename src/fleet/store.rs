@@ -87,8 +87,8 @@ pub struct ForcedBackoff {
 
 impl ForcedBackoff {
     /// How long after the last forced refresh the next may evict a token the API never
-    /// accepted, when `strikes` replacements in a row were never accepted: zero for none, then
-    /// `base`, doubling, up to `max`.
+    /// accepted, when `strikes` evictions ran since the API last accepted a token: zero for
+    /// none, then `base`, doubling, up to `max`.
     pub fn wait(&self, strikes: u32) -> Duration {
         if strikes == 0 {
             return Duration::ZERO;
@@ -190,8 +190,11 @@ pub trait TokenStore: Send + Sync + 'static {
     /// limiter allows (compare-and-swap on the id). A token marked
     /// [`accepted`](Self::accepted) is evicted at once; one never accepted only when
     /// `backoff.wait(strikes)` has passed since the last eviction, `strikes` being how many
-    /// evicted tokens in a row were never accepted. The store keeps `strikes` and the time of
-    /// the last eviction under `key.limit()`.
+    /// evictions ran since the API last accepted a token: evicting an accepted token sets it to
+    /// one, evicting a never-accepted one adds one. So after an accepted token is evicted, the
+    /// rejection of its replacement waits `backoff.base`: one rejection episode costs the fleet
+    /// one token request at once. The store keeps `strikes` and the time of the last eviction
+    /// under `key.limit()`.
     fn evict<'a>(
         &'a self,
         key: &'a StoreKey,

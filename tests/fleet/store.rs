@@ -396,11 +396,22 @@ async fn eviction_is_compare_and_swap_with_the_fleet_wide_limiter() {
         "accepted: at once"
     );
 
-    // And acceptance ended the strikes: the next unaccepted token is evicted at once.
+    // Acceptance ended the strikes: the replacement of the accepted token, rejected without
+    // ever being accepted, waits the first step (400 ms), not twice that and not zero (one
+    // rejection episode, one token request at once).
     assert!(store.save(&key, &stored("d"), None).await.unwrap());
+    match store.evict(&key, "d", backoff).await.unwrap() {
+        Eviction::Limited(wait) => assert!(
+            wait <= Duration::from_millis(400) && wait > Duration::from_millis(300),
+            "{wait:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    tokio::time::sleep(Duration::from_millis(450)).await;
     assert_eq!(
         store.evict(&key, "d", backoff).await.unwrap(),
-        Eviction::Evicted
+        Eviction::Evicted,
+        "after the first step"
     );
 }
 

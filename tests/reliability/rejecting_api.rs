@@ -1,6 +1,7 @@
 //! An API that rejects every token must not turn requests into token requests.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
@@ -123,5 +124,105 @@ async fn always_401_api_causes_a_bounded_number_of_token_requests() {
         per_step as usize * forced_at.len()
     );
     assert!(stats.forced_refreshes_suppressed > 0);
+    crate::support::drop_servers((auth, api)).await;
+}
+
+/// An API that accepts tokens, then starts rejecting every token (a key rotation on its side
+/// gone wrong). Issue 16: one rejection episode costs exactly one extra token request at once.
+/// The accepted token's rejection replaces it at once and replays each rejected request once;
+/// the replacement, rejected without ever being accepted, is not replaced for the first step of
+/// the forced refresh backoff (1 s), however many requests it is rejected for meanwhile.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn one_rejection_episode_costs_one_extra_token_request() {
+    /// Accepts every token while the flag is set, then rejects every one.
+    struct Api(Arc<AtomicBool>);
+    impl Respond for Api {
+        fn respond(&self, _: &Request) -> ResponseTemplate {
+            if self.0.load(Ordering::SeqCst) {
+                ResponseTemplate::new(200).set_body_string("ok")
+            } else {
+                ResponseTemplate::new(401)
+                    .insert_header("www-authenticate", r#"Bearer error="invalid_token""#)
+                    .set_body_raw(INVALID_TOKEN, "application/json")
+            }
+        }
+    }
+
+    let _serial = crate::harness::shared().await;
+    let _clock = ManualClock::hold();
+    let auth = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(UniqueTokens {
+            issued: AtomicUsize::new(0),
+            prefix: "episode",
+            expires_in: 3600,
+        })
+        .mount(&auth)
+        .await;
+    let api = MockServer::start().await;
+    let accepting = Arc::new(AtomicBool::new(true));
+    Mock::given(method("GET"))
+        .respond_with(Api(Arc::clone(&accepting)))
+        .mount(&api)
+        .await;
+
+    let credentials = builder(&auth).build().unwrap();
+    let client = client(&credentials);
+    let url = format!("{}/v1/bookings", api.uri());
+    let burst = |n: usize| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let mut calls = JoinSet::new();
+            for _ in 0..n {
+                let (client, url) = (client.clone(), url.clone());
+                calls.spawn(async move { client.get(url).send().await.unwrap().status() });
+            }
+            let mut statuses = Vec::new();
+            while let Some(done) = calls.join_next().await {
+                statuses.push(done.unwrap().as_u16());
+            }
+            statuses
+        }
+    };
+
+    assert!(burst(10).await.iter().all(|s| *s == 200));
+    assert_eq!(hits(&auth).await, 1, "one token for the accepted traffic");
+
+    // The API starts rejecting everything: ten requests rejected with the accepted token.
+    accepting.store(false, Ordering::SeqCst);
+    let statuses = burst(10).await;
+    assert!(statuses.iter().all(|s| *s == 401), "{statuses:?}");
+    assert_eq!(hits(&auth).await, 2, "the accepted token replaced once");
+    let after_replacement = credentials.stats();
+    assert_eq!(after_replacement.forced_refreshes, 1);
+    assert_eq!(
+        after_replacement.replayed_requests, 10,
+        "each replayed once"
+    );
+
+    // The replacement is rejected for 900 ms of traffic: no token request.
+    for step in 1..=9 {
+        tokio::time::advance(Duration::from_millis(100)).await;
+        let statuses = burst(10).await;
+        assert!(statuses.iter().all(|s| *s == 401), "{statuses:?}");
+        assert_eq!(
+            hits(&auth).await,
+            2,
+            "{step}00 ms after the forced refresh: still the one extra token request"
+        );
+    }
+    let stats = credentials.stats();
+    assert_eq!(stats.forced_refreshes, 1);
+    assert!(stats.forced_refreshes_suppressed >= 9, "{stats:?}");
+    assert_eq!(
+        stats.replayed_requests, 10,
+        "replacement's rejections passed on"
+    );
+
+    // At the first step of the backoff (1 s after the forced refresh) the next one runs.
+    tokio::time::advance(Duration::from_millis(100)).await;
+    assert!(burst(10).await.iter().all(|s| *s == 401));
+    assert_eq!(hits(&auth).await, 3, "the first backoff step has passed");
+    assert_eq!(credentials.stats().forced_refreshes, 2);
     crate::support::drop_servers((auth, api)).await;
 }
