@@ -4,12 +4,17 @@
 use std::fmt;
 use std::sync::Arc;
 
+use aws_lc_rs::encoding::AsDer as _;
 use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::rsa::{KeyPairComponents, PublicKeyComponents};
 use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, RsaKeyPair};
+use rustls_pki_types::pem::{self, PemObject as _, SectionKind};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
+use webpki::EndEntityCert;
 use zeroize::Zeroizing;
 
-use super::{b64, b64_decode, der};
+use super::{b64, b64_decode};
 use crate::ConfigError;
 
 /// A JWS signing algorithm (RFC 7518 §3, RFC 8037).
@@ -178,34 +183,50 @@ impl SigningKey {
     /// (`BEGIN EC PRIVATE KEY`) or PKCS #1 (`BEGIN RSA PRIVATE KEY`). A key that is not the
     /// kind `alg` signs with is [`ConfigError::InvalidKey`]; so is an encrypted key.
     pub fn from_pem(alg: JwsAlgorithm, pem: &str) -> Result<Self, ConfigError> {
-        let (label, der) = der::pem_decode(pem).ok_or_else(|| invalid("not a PEM block"))?;
+        // rustls-pki-types reads the armour (constant-time base64 for private keys, the
+        // buffers zeroized); aws-lc-rs reads the DER. The first private key block is taken.
+        let key = Zeroizing::new(PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(
+            |e| match e {
+                pem::Error::NoItemsFound
+                    if pem.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") =>
+                {
+                    invalid("encrypted private keys are not read: decrypt it first")
+                }
+                pem::Error::NoItemsFound => invalid(
+                    "no private key PEM block (`PRIVATE KEY`, `EC PRIVATE KEY` or \
+                     `RSA PRIVATE KEY`) found",
+                ),
+                _ => invalid("not a PEM block that can be read"),
+            },
+        )?);
+        let label = match &*key {
+            PrivateKeyDer::Pkcs1(_) => "RSA PRIVATE KEY",
+            PrivateKeyDer::Sec1(_) => "EC PRIVATE KEY",
+            _ => "PRIVATE KEY",
+        };
         let wrong = || {
             invalid(format!(
                 "the `{label}` PEM block is not {} ({alg} needs one)",
                 alg.family()
             ))
         };
-        let pair = match (alg, label.as_str()) {
-            (_, "ENCRYPTED PRIVATE KEY") => {
-                return Err(invalid(
-                    "encrypted private keys are not read: decrypt it first",
-                ))
-            }
-            (JwsAlgorithm::Es256, "PRIVATE KEY" | "EC PRIVATE KEY") => Pair::Ec(
+        let pair = match (alg, &*key) {
+            (JwsAlgorithm::Es256, PrivateKeyDer::Pkcs8(_) | PrivateKeyDer::Sec1(_)) => Pair::Ec(
                 EcdsaKeyPair::from_private_key_der(
                     &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
-                    &der,
+                    key.secret_der(),
                 )
                 .map_err(|_| wrong())?,
             ),
-            (JwsAlgorithm::EdDsa, "PRIVATE KEY") => {
-                Pair::Ed(Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).map_err(|_| wrong())?)
+            (JwsAlgorithm::EdDsa, PrivateKeyDer::Pkcs8(der)) => Pair::Ed(
+                Ed25519KeyPair::from_pkcs8_maybe_unchecked(der.secret_pkcs8_der())
+                    .map_err(|_| wrong())?,
+            ),
+            (JwsAlgorithm::Ps256 | JwsAlgorithm::Rs256, PrivateKeyDer::Pkcs8(der)) => {
+                Pair::Rsa(RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()).map_err(|_| wrong())?)
             }
-            (JwsAlgorithm::Ps256 | JwsAlgorithm::Rs256, "PRIVATE KEY") => {
-                Pair::Rsa(RsaKeyPair::from_pkcs8(&der).map_err(|_| wrong())?)
-            }
-            (JwsAlgorithm::Ps256 | JwsAlgorithm::Rs256, "RSA PRIVATE KEY") => {
-                Pair::Rsa(RsaKeyPair::from_der(&der).map_err(|_| wrong())?)
+            (JwsAlgorithm::Ps256 | JwsAlgorithm::Rs256, PrivateKeyDer::Pkcs1(der)) => {
+                Pair::Rsa(RsaKeyPair::from_der(der.secret_pkcs1_der()).map_err(|_| wrong())?)
             }
             _ => return Err(wrong()),
         };
@@ -263,9 +284,21 @@ impl SigningKey {
                     member("dq", &jwk.dq)?,
                     member("qi", &jwk.qi)?,
                 ];
-                let der = der::rsa_private_key(parts.each_ref().map(|p| &p[..]));
-                let pair = RsaKeyPair::from_der(&der)
-                    .map_err(|_| invalid("the RSA JWK's members do not make an RSA key pair"))?;
+                let [n, e, d, p, q, dp, dq, qi] = parts.each_ref().map(|p| &p[..]);
+                let pair = RsaKeyPair::from_components(&KeyPairComponents {
+                    // aws-lc-rs takes the public numbers without leading zero bytes.
+                    public_key: PublicKeyComponents {
+                        n: without_leading_zeros(n),
+                        e: without_leading_zeros(e),
+                    },
+                    d,
+                    p,
+                    q,
+                    dP: dp,
+                    dQ: dq,
+                    qInv: qi,
+                })
+                .map_err(|_| invalid("the RSA JWK's members do not make an RSA key pair"))?;
                 (Pair::Rsa(pair), JwsAlgorithm::Rs256)
             }
             (kty, crv) => {
@@ -357,20 +390,32 @@ impl SigningKey {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn with_certificate(mut self, pem: &str) -> Result<Self, ConfigError> {
-        let (label, der) = der::pem_decode(pem).ok_or_else(|| invalid("not a PEM block"))?;
-        if label != "CERTIFICATE" {
-            return Err(invalid(format!(
-                "the `{label}` PEM block is not a certificate"
-            )));
+        // rustls-pki-types reads the armour, rustls-webpki the certificate.
+        let der = CertificateDer::from_pem_slice(pem.as_bytes()).map_err(|e| match e {
+            pem::Error::NoItemsFound => {
+                match <(SectionKind, Vec<u8>)>::from_pem_slice(pem.as_bytes()) {
+                    Ok((kind, der)) => {
+                        drop(Zeroizing::new(der)); // perhaps a private key
+                        invalid(format!(
+                            "the `{}` PEM block is not a certificate",
+                            section_label(kind)
+                        ))
+                    }
+                    Err(_) => invalid("not a PEM block: no `CERTIFICATE` found"),
+                }
+            }
+            _ => invalid("not a PEM block that can be read"),
+        })?;
+        let certificate = EndEntityCert::try_from(&der)
+            .map_err(|_| invalid("the certificate could not be read"))?;
+        // Both sides as X.509 SubjectPublicKeyInfo: the key's algorithm and its bits.
+        let ours = match &self.material.pair {
+            Pair::Ec(pair) => pair.public_key().as_der(),
+            Pair::Ed(pair) => pair.public_key().as_der(),
+            Pair::Rsa(pair) => pair.public_key().as_der(),
         }
-        let public = der::certificate_public_key(&der)
-            .ok_or_else(|| invalid("the certificate could not be read"))?;
-        let ours: &[u8] = match &self.material.pair {
-            Pair::Ec(pair) => pair.public_key().as_ref(),
-            Pair::Ed(pair) => pair.public_key().as_ref(),
-            Pair::Rsa(pair) => pair.public_key().as_ref(),
-        };
-        if public != ours {
+        .map_err(|_| invalid("the key's public half could not be encoded"))?;
+        if certificate.subject_public_key_info().as_ref() != ours.as_ref() {
             return Err(invalid("the certificate is for another key"));
         }
         let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &der);
@@ -464,11 +509,34 @@ fn public_members(pair: &Pair) -> Result<String, ConfigError> {
             b64(pair.public_key().as_ref())
         ),
         Pair::Rsa(pair) => {
-            let (n, e) = der::rsa_public_key(pair.public_key().as_ref())
-                .ok_or_else(|| invalid("unexpected RSA public key encoding"))?;
-            rsa_members(n, e)
+            let public = PublicKeyComponents::<Vec<u8>>::from(pair.public_key());
+            rsa_members(
+                without_leading_zeros(&public.n),
+                without_leading_zeros(&public.e),
+            )
         }
     })
+}
+
+/// A big-endian number without its leading zero bytes (one zero stays for zero itself): JWK
+/// members (RFC 7518 §6.3.1) and aws-lc-rs's public components are written so.
+fn without_leading_zeros(v: &[u8]) -> &[u8] {
+    let skip = v.iter().take_while(|b| **b == 0).count();
+    &v[skip.min(v.len().saturating_sub(1))..]
+}
+
+/// How a PEM block of this kind is labelled (`-----BEGIN <label>-----`).
+fn section_label(kind: SectionKind) -> &'static str {
+    match kind {
+        SectionKind::PublicKey => "PUBLIC KEY",
+        SectionKind::RsaPrivateKey => "RSA PRIVATE KEY",
+        SectionKind::PrivateKey => "PRIVATE KEY",
+        SectionKind::EcPrivateKey => "EC PRIVATE KEY",
+        SectionKind::Crl => "X509 CRL",
+        SectionKind::Csr => "CERTIFICATE REQUEST",
+        SectionKind::Certificate => "CERTIFICATE",
+        _ => "unknown",
+    }
 }
 
 /// An RSA public key's required JWK members, in RFC 7638 order.
@@ -540,6 +608,18 @@ mod tests {
         for key in [&ec[0], &ed[0], &rsa[0]] {
             assert_eq!(key.thumbprint(), thumbprint_of(key.public_members()));
         }
+        // Leading zero bytes on an RSA JWK's public numbers (not minimal, still the same key).
+        let mut padded: serde_json::Value = serde_json::from_str(RSA_JWK).unwrap();
+        for member in ["n", "e"] {
+            let mut bytes = vec![0, 0];
+            bytes.extend(b64_decode(padded[member].as_str().unwrap()).unwrap());
+            padded[member] = b64(&bytes).into();
+        }
+        let padded = SigningKey::from_jwk(&padded.to_string()).unwrap();
+        assert_eq!(padded.thumbprint(), rsa[0].thumbprint());
+        assert_eq!(without_leading_zeros(&[0, 0, 1, 0]), [1, 0]);
+        assert_eq!(without_leading_zeros(&[0, 0]), [0]);
+        assert_eq!(without_leading_zeros(&[]), [0u8; 0]);
         let jwk: serde_json::Value = serde_json::from_str(EC_JWK).unwrap();
         assert!(ec[0].public_members().contains(jwk["x"].as_str().unwrap()));
         assert!(ec[0].public_members().contains(jwk["y"].as_str().unwrap()));
@@ -547,47 +627,158 @@ mod tests {
 
     #[test]
     fn keys_that_do_not_fit_are_refused_without_showing_them() {
-        let cases: Vec<(&str, Result<SigningKey, ConfigError>)> = vec![
-            ("EC PEM as EdDSA", SigningKey::from_pem(JwsAlgorithm::EdDsa, EC_PKCS8)),
-            ("EC PEM as RS256", SigningKey::from_pem(JwsAlgorithm::Rs256, EC_SEC1)),
-            ("RSA PEM as ES256", SigningKey::from_pem(JwsAlgorithm::Es256, RSA_PKCS8)),
-            ("Ed25519 PEM as ES256", SigningKey::from_pem(JwsAlgorithm::Es256, ED_PKCS8)),
-            ("RSA 1024", SigningKey::from_pem(JwsAlgorithm::Rs256, RSA_1024)),
-            ("not PEM", SigningKey::from_pem(JwsAlgorithm::Es256, "hello")),
+        let pem = |label: &str, body: &str| {
+            format!("-----BEGIN {label}-----\n{body}\n-----END {label}-----\n")
+        };
+        let cases: Vec<(&str, Result<SigningKey, ConfigError>, &str)> = vec![
+            (
+                "EC PEM as EdDSA",
+                SigningKey::from_pem(JwsAlgorithm::EdDsa, EC_PKCS8),
+                "the `PRIVATE KEY` PEM block is not an Ed25519 key (EdDSA needs one)",
+            ),
+            (
+                "EC PEM as RS256",
+                SigningKey::from_pem(JwsAlgorithm::Rs256, EC_SEC1),
+                "the `EC PRIVATE KEY` PEM block is not an RSA key",
+            ),
+            (
+                "RSA PEM as ES256",
+                SigningKey::from_pem(JwsAlgorithm::Es256, RSA_PKCS8),
+                "the `PRIVATE KEY` PEM block is not a P-256 EC key",
+            ),
+            (
+                "RSA PKCS #1 as ES256",
+                SigningKey::from_pem(JwsAlgorithm::Es256, RSA_PKCS1),
+                "the `RSA PRIVATE KEY` PEM block is not a P-256 EC key",
+            ),
+            (
+                "Ed25519 PEM as ES256",
+                SigningKey::from_pem(JwsAlgorithm::Es256, ED_PKCS8),
+                "not a P-256 EC key",
+            ),
+            (
+                "RSA 1024",
+                SigningKey::from_pem(JwsAlgorithm::Rs256, RSA_1024),
+                "RSA",
+            ),
+            (
+                "not PEM",
+                SigningKey::from_pem(JwsAlgorithm::Es256, "hello"),
+                "no private key PEM block",
+            ),
+            (
+                "a certificate",
+                SigningKey::from_pem(JwsAlgorithm::Es256, &pem("CERTIFICATE", "MAMCAQA=")),
+                "no private key PEM block",
+            ),
             (
                 "encrypted",
-                SigningKey::from_pem(
-                    JwsAlgorithm::Es256,
-                    "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----",
-                ),
+                SigningKey::from_pem(JwsAlgorithm::Es256, &pem("ENCRYPTED PRIVATE KEY", "AAAA")),
+                "encrypted private keys are not read",
             ),
-            ("garbage DER", SigningKey::from_pem(JwsAlgorithm::Es256, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----")),
-            ("JWK not JSON", SigningKey::from_jwk("{")),
-            ("public JWK", SigningKey::from_jwk(r#"{"kty":"EC","crv":"P-256","x":"AA","y":"AA"}"#)),
-            ("JWK with another curve", SigningKey::from_jwk(r#"{"kty":"EC","crv":"P-384","d":"AA"}"#)),
-            ("JWK of an unknown type", SigningKey::from_jwk(r#"{"kty":"oct","k":"AA"}"#)),
+            (
+                "bad base64",
+                SigningKey::from_pem(JwsAlgorithm::Es256, &pem("PRIVATE KEY", "!!!!")),
+                "not a PEM block that can be read",
+            ),
+            (
+                "no end line",
+                SigningKey::from_pem(JwsAlgorithm::Es256, "-----BEGIN PRIVATE KEY-----\nAAAA\n"),
+                "not a PEM block that can be read",
+            ),
+            (
+                "garbage DER",
+                SigningKey::from_pem(JwsAlgorithm::Es256, &pem("PRIVATE KEY", "AAAA")),
+                "the `PRIVATE KEY` PEM block is not a P-256 EC key",
+            ),
+            (
+                "garbage PKCS #1",
+                SigningKey::from_pem(JwsAlgorithm::Rs256, &pem("RSA PRIVATE KEY", "AAAA")),
+                "the `RSA PRIVATE KEY` PEM block is not an RSA key",
+            ),
+            (
+                "JWK not JSON",
+                SigningKey::from_jwk("{"),
+                "not a JSON Web Key",
+            ),
+            (
+                "public JWK",
+                SigningKey::from_jwk(r#"{"kty":"EC","crv":"P-256","x":"AA","y":"AA"}"#),
+                "the JWK has no `d`",
+            ),
+            (
+                "JWK member not base64url",
+                SigningKey::from_jwk(r#"{"kty":"OKP","crv":"Ed25519","x":"A+A","d":"AA"}"#),
+                "the JWK's `x` is not base64url",
+            ),
+            (
+                "JWK with another curve",
+                SigningKey::from_jwk(r#"{"kty":"EC","crv":"P-384","d":"AA"}"#),
+                "`EC` with curve `P-384`",
+            ),
+            (
+                "JWK of an unknown type",
+                SigningKey::from_jwk(r#"{"kty":"oct","k":"AA"}"#),
+                "`oct` is not one",
+            ),
+            (
+                "JWK with an unknown alg",
+                SigningKey::from_jwk(&EC_JWK.replace("ES256", "ES512")),
+                "`alg` `ES512`",
+            ),
             (
                 "JWK with an alg that does not fit",
                 SigningKey::from_jwk(&EC_JWK.replace("ES256", "EdDSA")),
+                "EdDSA needs an Ed25519 key",
             ),
             (
                 "JWK whose members do not match",
                 SigningKey::from_jwk(&{
                     let mut jwk: serde_json::Value = serde_json::from_str(EC_JWK).unwrap();
-                    let other: serde_json::Value =
-                        serde_json::from_str(&SigningKey::generate(JwsAlgorithm::Es256).unwrap().public_jwk()).unwrap();
+                    let other: serde_json::Value = serde_json::from_str(
+                        &SigningKey::generate(JwsAlgorithm::Es256)
+                            .unwrap()
+                            .public_jwk(),
+                    )
+                    .unwrap();
                     jwk["x"] = other["x"].clone();
                     jwk.to_string()
                 }),
+                "do not make a P-256 key pair",
+            ),
+            (
+                "RSA JWK whose members do not match",
+                SigningKey::from_jwk(&{
+                    let mut jwk: serde_json::Value = serde_json::from_str(RSA_JWK).unwrap();
+                    jwk["qi"] = jwk["dq"].clone();
+                    jwk.to_string()
+                }),
+                "do not make an RSA key pair",
+            ),
+            (
+                "OKP JWK whose members do not match",
+                SigningKey::from_jwk(&{
+                    let mut jwk: serde_json::Value = serde_json::from_str(ED_JWK).unwrap();
+                    let other: serde_json::Value = serde_json::from_str(
+                        &SigningKey::generate(JwsAlgorithm::EdDsa)
+                            .unwrap()
+                            .public_jwk(),
+                    )
+                    .unwrap();
+                    jwk["x"] = other["x"].clone();
+                    jwk.to_string()
+                }),
+                "do not make an Ed25519 key pair",
             ),
         ];
         let secret_d = serde_json::from_str::<serde_json::Value>(EC_JWK).unwrap()["d"]
             .as_str()
             .unwrap()
             .to_owned();
-        for (what, result) in cases {
+        for (what, result, expected) in cases {
             match result {
                 Err(ConfigError::InvalidKey(reason)) => {
+                    assert!(reason.contains(expected), "{what}: {reason}");
                     assert!(!reason.contains(&secret_d), "{what}: {reason}");
                     assert!(!reason.contains("MII"), "{what}: {reason}");
                 }
@@ -631,6 +822,26 @@ mod tests {
                 .verify(b"header.claimz", &signature)
                 .is_err());
             assert!(format!("{key:?}").contains(key.thumbprint()));
+        }
+    }
+
+    /// Each label is the one rustls-pki-types reads as that kind.
+    #[test]
+    fn section_labels_are_those_of_the_pem_reader() {
+        use rustls_pki_types::pem::PemObject as _;
+        for kind in [
+            SectionKind::Certificate,
+            SectionKind::PublicKey,
+            SectionKind::RsaPrivateKey,
+            SectionKind::PrivateKey,
+            SectionKind::EcPrivateKey,
+            SectionKind::Crl,
+            SectionKind::Csr,
+        ] {
+            let label = section_label(kind);
+            let pem = format!("-----BEGIN {label}-----\nAAAA\n-----END {label}-----\n");
+            let (read, _) = <(SectionKind, Vec<u8>)>::from_pem_slice(pem.as_bytes()).unwrap();
+            assert_eq!(read, kind, "{label}");
         }
     }
 

@@ -14,7 +14,6 @@ use aws_lc_rs::digest;
 
 use base64::Engine as _;
 
-mod der;
 mod key;
 
 pub use self::key::{JwsAlgorithm, SigningKey};
