@@ -147,10 +147,76 @@ pub use crate::stats::Stats;
 pub use crate::tower::ClientCredentialsLayer;
 
 /// Entry points for the fuzz targets in `fuzz/` (built with `--cfg fuzzing`, which cargo-fuzz
-/// sets): not part of the API.
-#[cfg(fuzzing)]
+/// sets, or the hidden `__fuzzing` feature, for the corpus replay in `tests/fuzz_replay.rs`):
+/// not part of the API.
+#[cfg(any(fuzzing, feature = "__fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing {
+    use std::time::{Duration, SystemTime};
+
+    /// The `Retry-After` parser (delay-seconds or an HTTP-date), at `now`.
+    pub fn parse_retry_after(value: &http::HeaderValue, now: SystemTime) -> Option<Duration> {
+        crate::endpoint::parse_retry_after(value, now)
+    }
+
+    /// A token as a fleet's stored value opens it: its value, lifetime and refresh point.
+    #[cfg(feature = "fleet")]
+    #[derive(Debug, PartialEq, Eq)]
+    pub struct Stored {
+        /// The token's value.
+        pub token: String,
+        /// `Bearer` or `DPoP`.
+        pub scheme: &'static str,
+        /// The scopes granted, if the server said.
+        pub scope: Option<String>,
+        /// For a DPoP-bound token, its key's thumbprint.
+        pub jkt: Option<String>,
+        /// The lifetime.
+        pub lifetime: Duration,
+        /// When to refresh it.
+        pub refresh_in: Duration,
+    }
+
+    #[cfg(feature = "fleet")]
+    fn codec(encrypted: bool) -> Option<crate::fleet::codec::Codec> {
+        use crate::fleet::codec::Codec;
+        Some(if encrypted {
+            Codec::Encrypted(vec![crate::EncryptionKey::new("fuzz", &[7; 32]).ok()?])
+        } else {
+            Codec::Plaintext
+        })
+    }
+
+    /// Opens a fleet's stored value read under the store key `name` (encrypted with the fuzz
+    /// key, or the plaintext format).
+    #[cfg(feature = "fleet")]
+    pub fn fleet_open(encrypted: bool, name: &str, value: &[u8]) -> Option<Stored> {
+        let opened = codec(encrypted)?.open(name, value)?;
+        Some(Stored {
+            token: opened.token.access_token.secret().to_owned(),
+            scheme: opened.token.token_type.scheme(),
+            scope: opened.token.scope.clone(),
+            jkt: opened.token.dpop_jkt.as_deref().map(str::to_owned),
+            lifetime: opened.lifetime,
+            refresh_in: opened.refresh_in,
+        })
+    }
+
+    /// Seals `stored` as a fleet writes it under the store key `name`.
+    #[cfg(feature = "fleet")]
+    pub fn fleet_seal(encrypted: bool, name: &str, stored: &Stored) -> Option<Vec<u8>> {
+        let mut token = crate::Token::new(
+            crate::AccessToken::new(stored.token.clone()),
+            Some(stored.lifetime),
+        );
+        token.scope = stored.scope.clone();
+        token.dpop_jkt = stored.jkt.as_deref().map(std::sync::Arc::from);
+        if stored.scheme == "DPoP" {
+            token.token_type = crate::TokenType::Dpop;
+        }
+        codec(encrypted)?.seal(name, &token, stored.lifetime, stored.refresh_in)
+    }
+
     /// The token endpoint's answer parser.
     pub fn parse_token_response(status: u16, body: &[u8]) -> Result<crate::Token, crate::Error> {
         let status = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::OK);

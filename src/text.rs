@@ -37,8 +37,9 @@ pub(crate) fn unparsed_url_label(input: &str) -> String {
     shown(&cut).to_string()
 }
 
-/// Server text for a message: at most [`MAX_SHOWN_CHARS`] characters, control characters and
-/// quotes escaped. Formats without allocating.
+/// Server text for a message: control characters and quotes escaped, then cut to at most
+/// [`MAX_SHOWN_CHARS`] characters of what is shown (escapes count at their shown length, so
+/// text of control characters cannot make a longer line). Formats without allocating.
 pub(crate) fn shown(text: &str) -> Shown<'_> {
     Shown(text)
 }
@@ -48,8 +49,14 @@ pub(crate) struct Shown<'a>(&'a str);
 
 impl fmt::Display for Shown<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for c in self.0.chars().take(MAX_SHOWN_CHARS) {
-            fmt::Display::fmt(&c.escape_debug(), f)?;
+        let mut left = MAX_SHOWN_CHARS;
+        for c in self.0.chars() {
+            let escaped = c.escape_debug();
+            let Some(rest) = left.checked_sub(escaped.len()) else {
+                break; // an escape is never cut in two
+            };
+            left = rest;
+            fmt::Display::fmt(&escaped, f)?;
         }
         Ok(())
     }
@@ -88,10 +95,20 @@ mod tests {
         let out = shown(&long).to_string();
         assert!(out.starts_with("a\\nb\\\"c"), "{out}");
         assert!(!out.contains('\n'));
+        // `a`, `\n`, `b`, `\"`, `c`: 7 characters shown.
         assert_eq!(
             out.chars().filter(|&c| c == 'x').count(),
-            MAX_SHOWN_CHARS - 5
+            MAX_SHOWN_CHARS - 7
         );
+        assert_eq!(out.chars().count(), MAX_SHOWN_CHARS);
+        // Escapes count at their shown length, and are not cut in two.
+        let controls = shown(&"\u{1}".repeat(1_000)).to_string();
+        assert_eq!(controls, "\\u{1}".repeat(MAX_SHOWN_CHARS / 5));
+        let odd = shown(&format!("{}\u{1}", "y".repeat(MAX_SHOWN_CHARS - 2))).to_string();
+        assert_eq!(odd, "y".repeat(MAX_SHOWN_CHARS - 2));
+        // Characters, not bytes: 200 of a three-byte character.
+        let wide = shown(&"\u{fffd}".repeat(1_000)).to_string();
+        assert_eq!(wide.chars().count(), MAX_SHOWN_CHARS);
         assert_eq!(shown("").to_string(), "");
         assert_eq!(shown("invalid_token").to_string(), "invalid_token");
     }

@@ -208,7 +208,7 @@ struct Discovered {
 }
 
 /// The metadata parser on arbitrary bytes, for the fuzz target: never panics.
-#[cfg(fuzzing)]
+#[cfg(any(fuzzing, feature = "__fuzzing"))]
 pub(crate) fn read_metadata_for_fuzzing(body: &[u8]) -> bool {
     let Ok(issuer) = Url::parse("https://auth.example") else {
         return false;

@@ -13,7 +13,7 @@ use crate::{BoxFuture, Error, Scopes, Token, TokenSource};
 
 mod response;
 
-pub(crate) use self::response::{parse_token_response, read_limited, ReadError};
+pub(crate) use self::response::{parse_retry_after, parse_token_response, read_limited, ReadError};
 
 /// The most bytes of a token endpoint answer that are read, by default (64 KiB).
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024;
@@ -243,7 +243,7 @@ impl TokenEndpoint {
         let retry_after = response
             .headers()
             .get(RETRY_AFTER)
-            .and_then(|v| response::parse_retry_after(v, std::time::SystemTime::now()));
+            .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
         let limit = self.max_response_bytes;
         let body = read_limited(&mut response, limit)
             .await

@@ -44,7 +44,7 @@ use crate::stats::Counters;
 use crate::{ConfigError, Scopes};
 
 mod breaker;
-mod codec;
+pub(crate) mod codec;
 #[cfg(feature = "redis")]
 mod redis;
 mod store;
