@@ -198,19 +198,47 @@ pub fn fleet_value(data: &[u8]) {
 
 /// Keys from PEM and JWK, and a certificate for a key (`SigningKey::from_pem`, `from_jwk`,
 /// `with_certificate`): any text, never a panic; every refusal is `ConfigError::InvalidKey`
-/// with a reason bounded in characters; a key that loads has a thumbprint and keeps its PEM out
-/// of `Debug`. (The first input this target found, a JWK `kty` of 200 three-byte characters,
+/// with a reason bounded in characters and without the input's secret parts (a JWK's `d`, a
+/// PEM block's body); a key that loads has a thumbprint and keeps them out of `Debug`. (The first input this target found, a JWK `kty` of 200 three-byte characters,
 /// broke a bound in bytes; why it was that long showed that escapes were not counted in the
 /// 200-character cut, since fixed.)
 pub fn signing_key(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
+    // What would be secret in the input: a JWK's `d`, the base64 body lines of a PEM block.
+    let mut secrets: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| {
+            line.len() >= 16
+                && line
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
+        })
+        .map(str::to_owned)
+        .collect();
+    if let Ok(serde_json::Value::Object(jwk)) = serde_json::from_str(&text) {
+        if let Some(d) = jwk.get("d").and_then(|d| d.as_str()) {
+            secrets.push(d.to_owned());
+        }
+    }
+    // Text that also stands elsewhere in the input (a `kty` copied from `d`) is not secret.
+    secrets.retain(|s| s.len() >= 8 && text.matches(s.as_str()).count() == 1);
     let check = |result: Result<SigningKey, ConfigError>| match result {
         Ok(key) => {
             assert_eq!(key.thumbprint().len(), 43, "base64url of SHA-256");
-            assert!(!format!("{key:?}").contains("-----BEGIN"));
+            // The key id is the caller's to choose (and is shown): without it, no secret.
+            let shown = format!("{:?}", key.with_kid(""));
+            for secret in &secrets {
+                assert!(!shown.contains(secret.as_str()), "{shown}");
+            }
         }
         // The fixed words and at most two quoted values of 200 shown characters each.
-        Err(ConfigError::InvalidKey(reason)) => assert!(reason.chars().count() < 600, "{reason}"),
+        Err(ConfigError::InvalidKey(reason)) => {
+            assert!(reason.chars().count() < 600, "{reason}");
+            for secret in &secrets {
+                assert!(!reason.contains(secret.as_str()), "{reason}");
+            }
+        }
         Err(other) => panic!("unexpected error: {other:?}"),
     };
     for alg in JwsAlgorithm::ALL {
