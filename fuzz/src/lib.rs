@@ -205,24 +205,19 @@ pub fn fleet_value(data: &[u8]) {
 pub fn signing_key(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     // What would be secret in the input: a JWK's `d`, the base64 body lines of a PEM block.
-    let mut secrets: Vec<String> = text
-        .lines()
-        .map(str::trim)
-        .filter(|line| {
-            line.len() >= 16
-                && line
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
-        })
-        .map(str::to_owned)
-        .collect();
+    let base64 = |s: &str| {
+        s.len() >= 16
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_'))
+    };
+    let mut secrets: Vec<String> = text.lines().map(str::trim).map(str::to_owned).collect();
     if let Ok(serde_json::Value::Object(jwk)) = serde_json::from_str(&text) {
         if let Some(d) = jwk.get("d").and_then(|d| d.as_str()) {
             secrets.push(d.to_owned());
         }
     }
     // Text that also stands elsewhere in the input (a `kty` copied from `d`) is not secret.
-    secrets.retain(|s| s.len() >= 8 && text.matches(s.as_str()).count() == 1);
+    secrets.retain(|s| base64(s) && text.matches(s.as_str()).count() == 1);
     let check = |result: Result<SigningKey, ConfigError>| match result {
         Ok(key) => {
             assert_eq!(key.thumbprint().len(), 43, "base64url of SHA-256");

@@ -825,6 +825,21 @@ mod tests {
         }
     }
 
+    /// RSA keys of 2048 bits and more sign (3072 and 4096 are common for certificates); the
+    /// 2048-bit floor itself is also aws-lc-rs's, so a 1024-bit key is refused when read.
+    #[test]
+    fn larger_rsa_keys_are_accepted() {
+        for size in [
+            aws_lc_rs::rsa::KeySize::Rsa3072,
+            aws_lc_rs::rsa::KeySize::Rsa4096,
+        ] {
+            let pair = RsaKeyPair::generate(size).unwrap();
+            let key = SigningKey::new(Pair::Rsa(pair), JwsAlgorithm::Ps256, None).unwrap();
+            assert_eq!(key.algorithm(), JwsAlgorithm::Ps256);
+            assert!(key.sign(b"x").is_ok());
+        }
+    }
+
     /// Each label is the one rustls-pki-types reads as that kind.
     #[test]
     fn section_labels_are_those_of_the_pem_reader() {
