@@ -30,6 +30,13 @@
 //! commas (AWS HTTP API JWT authorizers), single-quoted values, any case in scheme and parameter
 //! names, several challenges in one header and several headers.
 //!
+//! The challenge parser is written here, not taken from a crate, on purpose: the parsers on
+//! crates.io (`http-auth`'s `ChallengeParser`, `www_authenticate_parser`; `headers` has no
+//! `WWW-Authenticate`) follow RFC 7235's grammar and stop at the shapes above, which real
+//! servers send and whose `error` must still be read: that leniency is this crate's rule, not a
+//! grammar's. It never panics, runs in linear time and has a fuzz target (`www_authenticate`).
+//! JSON bodies are read with `serde_json`.
+//!
 //! # Example
 //!
 //! ```
