@@ -131,7 +131,9 @@ impl TokenCache {
         );
         let read_at = Instant::now();
         match fleet.load(key).await {
-            Loaded::Found(stored) if stored.id == id => self.adopt(fleet, key, &stored, read_at),
+            Loaded::Found(stored) if stored.id == id => self
+                .adopt(fleet, key, &stored, read_at)
+                .map(|kept| self.adopted(kept)),
             _ => None,
         }
     }
@@ -158,12 +160,28 @@ impl TokenCache {
         if is_prior && reason == Reason::Ahead && due {
             return None;
         }
-        Some(adopted)
+        Some(self.adopted(adopted))
     }
 
-    /// A stored token as this process will use it: its remaining life by the store's clock,
+    /// Counts and logs a stored token this fetch takes.
+    fn adopted(&self, adopted: Obtained) -> Obtained {
+        self.counters()
+            .tokens_adopted
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            endpoint = %self.shared.endpoint,
+            scopes = %self.scopes,
+            refresh_in = ?adopted.schedule.map(|(refresh_in, _)| refresh_in),
+            use_for = ?adopted.schedule.map(|(_, use_for)| use_for),
+            "token adopted from the fleet's store"
+        );
+        adopted
+    }
+
+    /// A stored token as this process would use it: its remaining life by the store's clock,
     /// its original refresh point, this process's expiry margin. `None` for a value that does
-    /// not open (garbage, another key's, another fleet key's) or a token about to expire.
+    /// not open (garbage, another key's, another fleet key's) or a token about to expire. The
+    /// caller counts it ([`adopted`](Self::adopted)) once it decides to take it.
     fn adopt(
         &self,
         fleet: &Runtime,
@@ -189,16 +207,6 @@ impl TokenCache {
             return None;
         }
         let refresh_in = opened.refresh_in.saturating_sub(elapsed).min(use_for);
-        self.counters()
-            .tokens_adopted
-            .fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(
-            endpoint = %self.shared.endpoint,
-            scopes = %self.scopes,
-            remaining = ?remaining,
-            refresh_in = ?refresh_in,
-            "token adopted from the fleet's store"
-        );
         Some(Obtained {
             token: opened.token,
             started: read_at,

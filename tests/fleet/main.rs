@@ -8,6 +8,7 @@ mod logs;
 mod servers;
 mod worker;
 
+mod adoption;
 mod faults;
 mod processes;
 mod store;
