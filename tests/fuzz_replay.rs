@@ -1,6 +1,7 @@
-//! The fuzz targets' bodies (`fuzz/src/lib.rs`) over every input kept in `fuzz/corpus/<target>/`
-//! (the corpora that fuzzing runs grew, minimized) and `fuzz/artifacts/<target>/` (inputs that
-//! once crashed a target: regression cases), on the stable toolchain. A separate binary: it
+//! The fuzz targets' bodies (`fuzz/src/lib.rs`) over every input kept in `fuzz/seeds/<target>/`
+//! (hand-made starting points), `fuzz/corpus/<target>/` (the corpora that fuzzing runs grew,
+//! minimized) and `fuzz/artifacts/<target>/` (inputs that once crashed a target: regression
+//! cases), on the stable toolchain. A separate binary: it
 //! needs the hidden `__fuzzing` feature (`cargo test --all-features` turns it on).
 
 use std::path::{Path, PathBuf};
@@ -26,13 +27,14 @@ fn every_kept_input_passes_its_target() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
     let mut report = Vec::new();
     for (target, body) in bodies::TARGETS {
+        let seeds = inputs(&root.join("seeds").join(target));
         let corpus = inputs(&root.join("corpus").join(target));
         let artifacts = inputs(&root.join("artifacts").join(target));
         assert!(
-            !corpus.is_empty(),
-            "fuzz/corpus/{target} is empty: a target without a corpus proves nothing here"
+            !seeds.is_empty() && !corpus.is_empty(),
+            "fuzz/seeds/{target} or fuzz/corpus/{target} is empty: nothing to replay"
         );
-        for file in corpus.iter().chain(&artifacts) {
+        for file in seeds.iter().chain(&corpus).chain(&artifacts) {
             let data = match std::fs::read(file) {
                 Ok(data) => data,
                 // Only while a fuzzer rewrites the corpus next to this test.
@@ -44,7 +46,8 @@ fn every_kept_input_passes_its_target() {
             }
         }
         report.push(format!(
-            "{target}: {} corpus, {} artifacts",
+            "{target}: {} seeds, {} corpus, {} artifacts",
+            seeds.len(),
             corpus.len(),
             artifacts.len()
         ));
@@ -88,7 +91,7 @@ fn the_bodies_take_both_branches() {
 
     // The encrypted seeds were sealed by another AES-256-GCM implementation (Python's
     // `cryptography`) from the format in `fleet/codec.rs`'s docs: they open.
-    let seed = include_bytes!("../fuzz/corpus/fleet_value/seed-encrypted-dpop");
+    let seed = include_bytes!("../fuzz/seeds/fleet_value/encrypted-dpop");
     let opened = fuzzing::fleet_open(true, "cc:fuzz", &seed[1..]).unwrap();
     assert_eq!(
         (opened.token.as_str(), opened.scheme),
