@@ -376,6 +376,36 @@ mod tests {
         h
     }
 
+    /// A JSON 401 body is read up to `MAX_INSPECTED_BODY` bytes (an error with a verbose detail
+    /// of 10 KiB is read); one byte more and it is passed on unread, as carrying no code.
+    #[test]
+    fn bodies_are_read_up_to_the_limit() {
+        let padded = |len: usize| {
+            let (head, tail) = (br#"{"error":"insufficient_scope","detail":""#, br#""}"#);
+            let mut body = head.to_vec();
+            body.resize(len - tail.len(), b'x');
+            body.extend_from_slice(tail);
+            assert_eq!(body.len(), len);
+            body
+        };
+        let none = HeaderMap::new();
+        for len in [10 * 1024, MAX_INSPECTED_BODY] {
+            assert_eq!(
+                classify(StatusCode::UNAUTHORIZED, &none, Some(&padded(len))),
+                Rejection::Unfixable("insufficient_scope".into()),
+                "{len} bytes"
+            );
+        }
+        assert_eq!(
+            classify(
+                StatusCode::UNAUTHORIZED,
+                &none,
+                Some(&padded(MAX_INSPECTED_BODY + 1))
+            ),
+            Rejection::NoErrorCode
+        );
+    }
+
     #[test]
     fn reads_bearer_error_in_every_shape() {
         let cases: &[(&[&'static str], Option<&str>)] = &[
