@@ -376,6 +376,55 @@ mod tests {
         h
     }
 
+    /// RFC 9110 token68 (`Basic dGVzdA==`) is kept whole as a parameter with an empty name, and
+    /// only where it can be one: right after a scheme with no parameter yet, made of token68
+    /// characters, padded, or followed by nothing but a `,` or the end.
+    #[test]
+    fn token68_only_where_it_can_be_one() {
+        let params = |header: &str| -> Vec<Vec<(String, String)>> {
+            parse_challenges(header)
+                .into_iter()
+                .map(|c| c.params)
+                .collect()
+        };
+        let p = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect()
+        };
+        let cases: [(&str, Vec<Vec<(String, String)>>); 7] = [
+            // Padded: a token68, whatever follows it.
+            (
+                r#"Basic dGVzdA== realm="x""#,
+                vec![p(&[("", "dGVzdA=="), ("realm", "x")])],
+            ),
+            // One `=` at the end, or before a `,`.
+            (
+                "Negotiate a-b.c_d~e+f/g=",
+                vec![p(&[("", "a-b.c_d~e+f/g=")])],
+            ),
+            ("Negotiate abc=, Bearer", vec![p(&[("", "abc=")]), p(&[])]),
+            // One `=` and a value after it: a parameter.
+            (
+                "Bearer error=invalid_token",
+                vec![p(&[("error", "invalid_token")])],
+            ),
+            // Not after a parameter.
+            (
+                r#"Bearer realm="x", abc=="#,
+                vec![p(&[("realm", "x"), ("abc", "=")])],
+            ),
+            // Not with a character outside token68 (`!` is a token character, not token68).
+            ("Basic a!b==", vec![p(&[("a!b", "=")])]),
+            // Not without an `=`: a scheme of its own.
+            ("Basic abc", vec![p(&[]), p(&[])]),
+        ];
+        for (header, expected) in cases {
+            assert_eq!(params(header), expected, "{header}");
+        }
+    }
+
     /// A JSON 401 body is read up to `MAX_INSPECTED_BODY` bytes (an error with a verbose detail
     /// of 10 KiB is read); one byte more and it is passed on unread, as carrying no code.
     #[test]

@@ -83,6 +83,8 @@ mod tests {
             ("https://u:pw@host/x?q#f", "https://host/x"),
             ("not a url?secret", "not a url"),
             ("host/path#frag", "host/path"),
+            // An `@` before the scheme's `://` is no user info: nothing is cut.
+            ("ops@example/x://y", "ops@example/x://y"),
         ];
         for (input, expected) in unparsed {
             assert_eq!(unparsed_url_label(input), expected, "{input}");
