@@ -381,19 +381,20 @@ mod tests {
     /// characters, padded, or followed by nothing but a `,` or the end.
     #[test]
     fn token68_only_where_it_can_be_one() {
-        let params = |header: &str| -> Vec<Vec<(String, String)>> {
+        type Params = Vec<(String, String)>;
+        let params = |header: &str| -> Vec<Params> {
             parse_challenges(header)
                 .into_iter()
                 .map(|c| c.params)
                 .collect()
         };
-        let p = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        let p = |pairs: &[(&str, &str)]| -> Params {
             pairs
                 .iter()
                 .map(|(n, v)| (n.to_string(), v.to_string()))
                 .collect()
         };
-        let cases: [(&str, Vec<Vec<(String, String)>>); 7] = [
+        let cases: [(&str, Vec<Params>); 7] = [
             // Padded: a token68, whatever follows it.
             (
                 r#"Basic dGVzdA== realm="x""#,

@@ -13,8 +13,11 @@ use client_credentials::fuzzing;
 use client_credentials::{ConfigError, Error, JwsAlgorithm, SigningKey, TenantId};
 use http::{HeaderMap, HeaderValue, StatusCode};
 
-/// Every target, by the name of its folder under `fuzz/corpus` and its binary.
-pub const TARGETS: [(&str, fn(&[u8])); 8] = [
+/// A target: the name of its binary and of its folders under `fuzz/`, and its body.
+pub type Target = (&'static str, fn(&[u8]));
+
+/// Every target.
+pub const TARGETS: [Target; 8] = [
     ("token_response", token_response),
     ("www_authenticate", www_authenticate),
     ("dpop_nonce", dpop_nonce),
