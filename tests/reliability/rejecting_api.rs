@@ -26,6 +26,20 @@ impl Respond for UniqueTokens {
     }
 }
 
+/// A token endpoint issuing `<prefix>-<n>`, a new value each time, for an hour.
+async fn unique_token_endpoint(prefix: &'static str) -> MockServer {
+    let auth = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(UniqueTokens {
+            issued: AtomicUsize::new(0),
+            prefix,
+            expires_in: 3600,
+        })
+        .mount(&auth)
+        .await;
+    auth
+}
+
 const INVALID_TOKEN: &str = r#"{"error":"invalid_token"}"#;
 
 /// An API that answers every request `401 invalid_token` for 30 s of simulated time (10
@@ -38,15 +52,7 @@ const INVALID_TOKEN: &str = r#"{"error":"invalid_token"}"#;
 async fn always_401_api_causes_a_bounded_number_of_token_requests() {
     let _serial = crate::harness::shared().await;
     let _clock = ManualClock::hold();
-    let auth = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(UniqueTokens {
-            issued: AtomicUsize::new(0),
-            prefix: "wrong-audience",
-            expires_in: 3600,
-        })
-        .mount(&auth)
-        .await;
+    let auth = unique_token_endpoint("wrong-audience").await;
     let api = MockServer::start().await;
     Mock::given(method("GET"))
         .respond_with(
@@ -150,15 +156,7 @@ async fn one_rejection_episode_costs_one_extra_token_request() {
 
     let _serial = crate::harness::shared().await;
     let _clock = ManualClock::hold();
-    let auth = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(UniqueTokens {
-            issued: AtomicUsize::new(0),
-            prefix: "episode",
-            expires_in: 3600,
-        })
-        .mount(&auth)
-        .await;
+    let auth = unique_token_endpoint("episode").await;
     let api = MockServer::start().await;
     let accepting = Arc::new(AtomicBool::new(true));
     Mock::given(method("GET"))
