@@ -125,6 +125,51 @@ async fn body_announced_far_above_the_limit_is_refused_without_reading_it() {
     );
 }
 
+/// The default limit (64 KiB, `DEFAULT_MAX_RESPONSE_BYTES`): a large real-world answer (an
+/// Entra ID token with group claims runs to several KB) is read, an answer of exactly the limit
+/// is read, and one byte more is refused.
+#[tokio::test]
+async fn the_default_limit_reads_large_tokens_and_refuses_one_byte_more() {
+    let _serial = crate::harness::shared().await;
+    use client_credentials::DEFAULT_MAX_RESPONSE_BYTES;
+    assert_eq!(
+        DEFAULT_MAX_RESPONSE_BYTES,
+        64 * 1024,
+        "the documented default"
+    );
+    // A 12 KB JWT-shaped token: three base64url parts.
+    let large = format!(
+        "eyJhbGciOiJSUzI1NiJ9.{}.{}",
+        "eyJncm91cHMiOlsi".repeat(700),
+        "c2lnbmF0dXJl".repeat(30)
+    );
+    assert!(large.len() > 11_000);
+    let body = serde_json::to_vec(&token_body(&large, 3600)).unwrap();
+    let credentials = builder(&token_endpoint(body).await).build().unwrap();
+    assert_eq!(credentials.access_token().await.unwrap().secret(), large);
+
+    // JSON padded with trailing whitespace to an exact size.
+    let sized = |size: usize| {
+        let mut body = serde_json::to_vec(&token_body("tok-at-the-limit", 3600)).unwrap();
+        body.resize(size, b' ');
+        body
+    };
+    let at_limit = sized(DEFAULT_MAX_RESPONSE_BYTES);
+    let credentials = builder(&token_endpoint(at_limit).await).build().unwrap();
+    assert_eq!(
+        credentials.access_token().await.unwrap().secret(),
+        "tok-at-the-limit"
+    );
+    let over = sized(DEFAULT_MAX_RESPONSE_BYTES + 1);
+    let credentials = builder(&token_endpoint(over).await).build().unwrap();
+    assert_eq!(
+        kind(credentials.access_token().await),
+        InvalidResponse::BodyTooLarge {
+            limit: DEFAULT_MAX_RESPONSE_BYTES
+        }
+    );
+}
+
 /// A chunked answer without `Content-Length` that never ends: the client stops reading at the
 /// limit and drops the connection, so the server's writes fail long before its own cap.
 #[tokio::test]

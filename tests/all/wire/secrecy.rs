@@ -63,6 +63,25 @@ async fn debug_of_every_public_type_hides_secret_and_tokens() {
     let shown = debug_both(&builder);
     assert!(shown.contains("ClientCredentialsBuilder"), "{shown}");
     assert_clean(&shown, "ClientCredentialsBuilder");
+    // The built-in token source alone: where it sends, how it authenticates, the names of its
+    // extra parameters (their values may be secrets too) and its limits.
+    let endpoint = builder.build_token_endpoint().unwrap();
+    let shown = debug_both(&endpoint);
+    for part in [
+        "TokenEndpoint",
+        "127.0.0.1",
+        "/oauth2/token",
+        "\"audience\"",
+        "max_response_bytes: 65536",
+        "timeout: 10s",
+    ] {
+        assert!(shown.contains(part), "{part} in {shown}");
+    }
+    assert!(
+        !shown.contains("api.example.com"),
+        "a parameter's value: {shown}"
+    );
+    assert_clean(&shown, "TokenEndpoint");
 
     let mut printed: Vec<(&str, String)> = Vec::new();
     for auth_method in [AuthMethod::ClientSecretBasic, AuthMethod::ClientSecretPost] {
