@@ -476,3 +476,49 @@ async fn a_lock_held_past_lock_wait_is_given_up_on() {
     let holder: Option<String> = raw.get(&lock_key).unwrap();
     assert_eq!(holder.as_deref(), Some("stuck-holder"), "the other's lock");
 }
+
+/// Members of different clients share one Redis but never one token: the token URL, the
+/// client id, the secret and the extra parameters each name another store key. A second member
+/// of the first client adopts its token, so the store is shared where it should be.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_of_different_clients_never_share_a_token() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let servers = Servers::start(Duration::from_secs(3600), Duration::ZERO).await;
+    let member = |token_url: &str, client_id: &str, secret: &str, param: Option<(&str, &str)>| {
+        let fleet = client_credentials::Fleet::redis(&redis.url())
+            .unwrap()
+            .encryption_key(
+                client_credentials::EncryptionKey::from_base64("test-1", crate::worker::KEY)
+                    .unwrap(),
+            );
+        let mut builder = client_credentials::ClientCredentials::builder()
+            .token_url(token_url)
+            .client_id(client_id)
+            .client_secret(secret)
+            .fleet(fleet);
+        if let Some((name, value)) = param {
+            builder = builder.param(name, value);
+        }
+        builder.build().unwrap()
+    };
+    let other_url = servers.token_url.replace("/token", "/other/token");
+    let first = one_request_through(&member(&servers.token_url, "a", "s", None), &servers).await;
+    let variants = [
+        member(&other_url, "a", "s", None),
+        member(&servers.token_url, "b", "s", None),
+        member(&servers.token_url, "a", "another secret", None),
+        member(&servers.token_url, "a", "s", Some(("audience", "payments"))),
+    ];
+    let mut seen = vec![first.clone()];
+    for variant in &variants {
+        let token = one_request_through(variant, &servers).await;
+        assert!(!seen.contains(&token), "{token} was shared across clients");
+        seen.push(token);
+    }
+    assert_eq!(servers.token_requests(), 5, "each client fetched its own");
+    let again = one_request_through(&member(&servers.token_url, "a", "s", None), &servers).await;
+    assert_eq!(again, first, "the same client adopts the stored token");
+    assert_eq!(servers.token_requests(), 5);
+}
