@@ -7,13 +7,13 @@
 //! itself does not change.
 
 use std::fmt;
-#[cfg(feature = "jwt")]
 use std::sync::Arc;
 
 use base64::Engine as _;
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderValue};
 
+use crate::rotation::SecretCell;
 use crate::ClientSecret;
 
 /// How the client authenticates to the token endpoint (RFC 6749 §2.3, OpenID Connect
@@ -82,12 +82,12 @@ impl AuthMethod {
 pub(crate) enum ClientAuth {
     SecretBasic {
         client_id: String,
-        secret: ClientSecret,
+        secret: Arc<SecretCell>,
         form_encode: bool,
     },
     SecretPost {
         client_id: String,
-        secret: ClientSecret,
+        secret: Arc<SecretCell>,
     },
     /// `client_secret_jwt` and `private_key_jwt`: a new signed assertion for every request.
     #[cfg(feature = "jwt")]
@@ -110,7 +110,7 @@ pub(crate) enum ClientAuth {
 #[derive(Clone)]
 pub(crate) enum AssertionSigner {
     /// `client_secret_jwt`: HS256 with the client secret.
-    Secret(ClientSecret),
+    Secret(Arc<SecretCell>),
     /// `private_key_jwt`: the client's private key.
     Key(crate::SigningKey),
 }
@@ -130,14 +130,13 @@ impl ClientAuth {
     /// method, and a hash of the secret or the key's thumbprint (never a secret).
     #[cfg(feature = "fleet")]
     pub(crate) fn fleet_identity(&self, identity: &mut crate::fleet::Identity) {
-        use crate::fleet::Identity;
         match self {
             Self::SecretBasic {
                 client_id, secret, ..
             }
             | Self::SecretPost { client_id, secret } => {
                 identity.push("client_id", client_id);
-                identity.push("credential", Identity::secret_hash(secret.expose_secret()));
+                identity.push("credential", secret_identity(secret));
             }
             #[cfg(feature = "jwt")]
             Self::Assertion {
@@ -150,7 +149,7 @@ impl ClientAuth {
                 identity.push("audience", &**audience);
                 match signer {
                     AssertionSigner::Secret(secret) => {
-                        identity.push("credential", Identity::secret_hash(secret.expose_secret()));
+                        identity.push("credential", secret_identity(secret));
                     }
                     AssertionSigner::Key(key) => {
                         identity.push("credential", format!("key {}", key.thumbprint()));
@@ -162,6 +161,19 @@ impl ClientAuth {
             }
         }
         identity.push("auth_method", self.method().as_str());
+    }
+
+    /// Where the client secret comes from, for the methods that send one.
+    pub(crate) fn secret(&self) -> Option<&SecretCell> {
+        match self {
+            Self::SecretBasic { secret, .. } | Self::SecretPost { secret, .. } => Some(secret),
+            #[cfg(feature = "jwt")]
+            Self::Assertion {
+                signer: AssertionSigner::Secret(secret),
+                ..
+            } => Some(secret),
+            _ => None,
+        }
     }
 
     /// The method.
@@ -184,20 +196,31 @@ impl ClientAuth {
         }
     }
 
-    /// Adds what authenticates the client to one token request. An assertion is signed anew
-    /// for every request, retries included (servers refuse a `jti` they have seen).
-    pub(crate) fn authenticate(&self, request: TokenRequest<'_>) -> Result<(), crate::Error> {
+    /// Adds what authenticates the client to one token request, with `secret` (what
+    /// [`secret`](Self::secret)'s cell gave for this request) for the methods that send one.
+    /// An assertion is signed anew for every request, retries included (servers refuse a `jti`
+    /// they have seen).
+    pub(crate) fn authenticate(
+        &self,
+        secret: Option<&ClientSecret>,
+        request: TokenRequest<'_>,
+    ) -> Result<(), crate::Error> {
+        // The endpoint reads the secret of every method that has a cell; kept as an error, not
+        // a panic, all the same.
+        let secret = || secret.ok_or_else(|| crate::Error::from_source("no client secret"));
         match self {
             Self::SecretBasic {
                 client_id,
-                secret,
                 form_encode,
+                ..
             } => {
-                request
-                    .headers
-                    .insert(AUTHORIZATION, basic_header(client_id, secret, *form_encode));
+                request.headers.insert(
+                    AUTHORIZATION,
+                    basic_header(client_id, secret()?, *form_encode),
+                );
             }
-            Self::SecretPost { client_id, secret } => {
+            Self::SecretPost { client_id, .. } => {
+                let secret = secret()?;
                 request.form.append_pair("client_id", client_id);
                 request
                     .form
@@ -211,8 +234,8 @@ impl ClientAuth {
                 lifetime,
             } => {
                 let signer = match signer {
-                    AssertionSigner::Secret(secret) => {
-                        crate::jose::Signer::Secret(secret.expose_secret().as_bytes())
+                    AssertionSigner::Secret(_) => {
+                        crate::jose::Signer::Secret(secret()?.expose_secret().as_bytes())
                     }
                     AssertionSigner::Key(key) => crate::jose::Signer::Key(key),
                 };
@@ -242,18 +265,18 @@ impl fmt::Debug for ClientAuth {
         match self {
             Self::SecretBasic {
                 client_id,
+                secret,
                 form_encode,
-                ..
             } => f
                 .debug_struct("ClientSecretBasic")
                 .field("client_id", client_id)
-                .field("client_secret", &"[redacted]")
+                .field("client_secret", secret)
                 .field("form_encode", form_encode)
                 .finish(),
-            Self::SecretPost { client_id, .. } => f
+            Self::SecretPost { client_id, secret } => f
                 .debug_struct("ClientSecretPost")
                 .field("client_id", client_id)
-                .field("client_secret", &"[redacted]")
+                .field("client_secret", secret)
                 .finish(),
             #[cfg(feature = "jwt")]
             Self::Assertion {
@@ -268,7 +291,7 @@ impl fmt::Debug for ClientAuth {
                 });
                 d.field("client_id", client_id);
                 match signer {
-                    AssertionSigner::Secret(_) => d.field("client_secret", &"[redacted]"),
+                    AssertionSigner::Secret(secret) => d.field("client_secret", secret),
                     AssertionSigner::Key(key) => d.field("key", key),
                 };
                 d.field("audience", audience)
@@ -281,6 +304,18 @@ impl fmt::Debug for ClientAuth {
                 .field("client_id", client_id)
                 .finish(),
         }
+    }
+}
+
+/// A client secret in a fleet's identity: a hash of a secret given as a value (never the
+/// secret); where it comes from for one that rotates, so members that read a rotated file at
+/// different moments still share one token.
+#[cfg(feature = "fleet")]
+fn secret_identity(secret: &SecretCell) -> String {
+    match (secret.fixed(), secret.rotates()) {
+        (Some(secret), _) => crate::fleet::Identity::secret_hash(secret.expose_secret()),
+        (None, Some(origin)) => origin,
+        (None, None) => String::new(),
     }
 }
 
@@ -335,11 +370,12 @@ mod tests {
     #[test]
     fn each_method_adds_its_part_to_the_request() {
         let secret = ClientSecret::new("s");
+        let cell = Arc::new(SecretCell::value(secret.clone(), None));
         let cases = [
             (
                 ClientAuth::SecretBasic {
                     client_id: "id".into(),
-                    secret: secret.clone(),
+                    secret: Arc::clone(&cell),
                     form_encode: true,
                 },
                 "",
@@ -348,7 +384,7 @@ mod tests {
             (
                 ClientAuth::SecretPost {
                     client_id: "id".into(),
-                    secret,
+                    secret: cell,
                 },
                 "client_id=id&client_secret=s",
                 false,
@@ -357,10 +393,13 @@ mod tests {
         for (auth, form_expected, has_header) in cases {
             let mut form = form_urlencoded::Serializer::new(String::new());
             let mut headers = HeaderMap::new();
-            auth.authenticate(TokenRequest {
-                form: &mut form,
-                headers: &mut headers,
-            })
+            auth.authenticate(
+                Some(&secret),
+                TokenRequest {
+                    form: &mut form,
+                    headers: &mut headers,
+                },
+            )
             .unwrap();
             assert_eq!(form.finish(), form_expected, "{:?}", auth.method());
             assert_eq!(headers.contains_key(AUTHORIZATION), has_header);

@@ -340,6 +340,10 @@ pub enum ConfigError {
     /// The message says which; it never shows a password or a key.
     #[error("fleet: {0}")]
     InvalidFleet(String),
+    /// A credential file (`client_secret_file`) cannot be used: the message names the file
+    /// and why (missing, writable by every user, empty, ...); it never shows the content.
+    #[error("credential file {0}")]
+    CredentialFile(String),
     /// A setting is out of range; the message names it and its range.
     #[error("{0}")]
     OutOfRange(&'static str),

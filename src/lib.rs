@@ -99,6 +99,7 @@ mod policy;
 mod proof;
 #[cfg(feature = "reqwest-middleware")]
 mod reqwest;
+mod rotation;
 mod scopes;
 mod secret;
 mod source;
@@ -138,6 +139,7 @@ pub use crate::policy::{
 #[cfg(feature = "reqwest-middleware")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
 pub use crate::reqwest::ClientCredentialsMiddleware;
+pub use crate::rotation::{CredentialProvider, DEFAULT_FILE_CHECK_INTERVAL};
 pub use crate::scopes::Scopes;
 pub use crate::secret::{AccessToken, ClientSecret};
 pub use crate::source::{BoxFuture, Token, TokenSource, TokenType};

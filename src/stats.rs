@@ -17,6 +17,8 @@ pub(crate) struct Counters {
     pub(crate) store_writes: AtomicU64,
     pub(crate) store_errors: AtomicU64,
     pub(crate) store_calls_skipped: AtomicU64,
+    pub(crate) credentials_reloaded: AtomicU64,
+    pub(crate) credential_errors: AtomicU64,
 }
 
 /// A snapshot of what a [`ClientCredentials`](crate::ClientCredentials) has done, across all its
@@ -55,6 +57,11 @@ pub struct Stats {
     pub store_errors: u64,
     /// Store calls not made because the circuit breaker was open.
     pub store_calls_skipped: u64,
+    /// New client secrets taken from a secret file or provider after the first (rotations).
+    pub credentials_reloaded: u64,
+    /// Reads of a secret file or calls of a secret provider that failed (each keeping the last
+    /// good secret).
+    pub credential_errors: u64,
 }
 
 impl Counters {
@@ -74,6 +81,8 @@ impl Counters {
             store_writes: get(&self.store_writes),
             store_errors: get(&self.store_errors),
             store_calls_skipped: get(&self.store_calls_skipped),
+            credentials_reloaded: get(&self.credentials_reloaded),
+            credential_errors: get(&self.credential_errors),
         }
     }
 }

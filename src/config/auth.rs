@@ -1,13 +1,13 @@
 //! The client authentication and DPoP settings of the token endpoint builder, and the checks
 //! that turn them into a [`ClientAuth`] and a DPoP state.
 
-#[cfg(feature = "jwt")]
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::builder::Endpoint;
 use super::ClientCredentialsBuilder;
 use crate::client_auth::ClientAuth;
+use crate::rotation::SecretCell;
 use crate::{AuthMethod, ConfigError};
 #[cfg(feature = "jwt")]
 use crate::{JwsAlgorithm, SigningKey};
@@ -141,6 +141,7 @@ impl Endpoint {
         &self,
         client_id: String,
         token_url: &url::Url,
+        counters: &Arc<crate::stats::Counters>,
     ) -> Result<ClientAuth, ConfigError> {
         let method = self.method();
         let name = method.as_str();
@@ -171,16 +172,52 @@ impl Endpoint {
                 | AuthMethod::ClientSecretPost
                 | AuthMethod::ClientSecretJwt
         );
-        if !uses_secret && self.client_secret.is_some() {
+        let given = [
+            self.client_secret.is_some(),
+            self.client_secret_file.is_some(),
+            self.client_secret_provider.is_some(),
+        ]
+        .into_iter()
+        .filter(|given| *given)
+        .count();
+        if given > 1 {
             return Err(unused(
-                "client_secret applies to client_secret_basic, client_secret_post and \
+                "client_secret, client_secret_file and client_secret_provider are three ways to \
+                 give one secret: set one",
+            ));
+        }
+        if !uses_secret && (given > 0 || self.previous_client_secret.is_some()) {
+            return Err(unused(
+                "client_secret, client_secret_file, client_secret_provider and \
+                 previous_client_secret apply to client_secret_basic, client_secret_post and \
                  client_secret_jwt only",
             ));
         }
-        let secret = || {
-            self.client_secret
-                .clone()
-                .ok_or(ConfigError::MissingClientSecret(name))
+        if self.credential_file_check_interval.is_some() && self.client_secret_file.is_none() {
+            return Err(unused(
+                "credential_file_check_interval applies to client_secret_file only",
+            ));
+        }
+        let secret = || -> Result<Arc<SecretCell>, ConfigError> {
+            let previous = self.previous_client_secret.clone();
+            let cell = if let Some(path) = &self.client_secret_file {
+                SecretCell::file(
+                    path.clone(),
+                    self.credential_file_check_interval
+                        .unwrap_or(crate::DEFAULT_FILE_CHECK_INTERVAL),
+                    previous,
+                    Arc::clone(counters),
+                )?
+            } else if let Some(provider) = &self.client_secret_provider {
+                SecretCell::provider(Arc::clone(provider), previous, Arc::clone(counters))
+            } else {
+                let secret = self
+                    .client_secret
+                    .clone()
+                    .ok_or(ConfigError::MissingClientSecret(name))?;
+                SecretCell::value(secret, previous)
+            };
+            Ok(Arc::new(cell))
         };
         Ok(match method {
             AuthMethod::ClientSecretBasic => ClientAuth::SecretBasic {

@@ -15,6 +15,8 @@ impl ClientCredentialsBuilder {
     /// | `OAUTH_TOKEN_URL` | [`token_url`](Self::token_url) |
     /// | `OAUTH_CLIENT_ID` | [`client_id`](Self::client_id) |
     /// | `OAUTH_CLIENT_SECRET` | [`client_secret`](Self::client_secret) |
+    /// | `OAUTH_CLIENT_SECRET_FILE` | [`client_secret_file`](Self::client_secret_file): read again when it changes |
+    /// | `OAUTH_PREVIOUS_CLIENT_SECRET` | [`previous_client_secret`](Self::previous_client_secret) |
     /// | `OAUTH_SCOPE` | [`scopes`](Self::scopes), space-separated |
     /// | `OAUTH_AUTH_METHOD` | [`auth_method`](Self::auth_method): `client_secret_basic`, `client_secret_post`, ... |
     /// | `OAUTH_ISSUER` | [`issuer`](Self::issuer) |
@@ -60,6 +62,12 @@ impl ClientCredentialsBuilder {
         }
         if let Some(v) = var("CLIENT_SECRET")? {
             self = self.client_secret(v);
+        }
+        if let Some(v) = var("CLIENT_SECRET_FILE")? {
+            self = self.client_secret_file(v);
+        }
+        if let Some(v) = var("PREVIOUS_CLIENT_SECRET")? {
+            self = self.previous_client_secret(v);
         }
         if let Some(v) = var("SCOPE")? {
             self = self.scopes(v);
@@ -145,6 +153,42 @@ mod tests {
         );
         assert!(!format!("{b:?}").contains("the-secret"));
         assert!(b.build().is_ok());
+    }
+
+    #[test]
+    fn the_secret_file_and_the_previous_secret() {
+        static VARS: [(&str, &str); 4] = [
+            ("P_TOKEN_URL", "https://auth.example/token"),
+            ("P_CLIENT_ID", "the-id"),
+            (
+                "P_CLIENT_SECRET_FILE",
+                "/var/run/secrets/partner/client-secret",
+            ),
+            ("P_PREVIOUS_CLIENT_SECRET", "the-old-secret"),
+        ];
+        let b = ClientCredentialsBuilder::new()
+            .env_lookup("P_", lookup_in(&VARS))
+            .unwrap();
+        assert_eq!(
+            b.source.client_secret_file.as_deref(),
+            Some(std::path::Path::new(
+                "/var/run/secrets/partner/client-secret"
+            ))
+        );
+        assert_eq!(
+            b.source
+                .previous_client_secret
+                .as_ref()
+                .map(|s| s.expose_secret()),
+            Some("the-old-secret")
+        );
+        assert!(!format!("{b:?}").contains("the-old-secret"));
+        // The file is read by build(): there is none here.
+        let err = b.build().unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::CredentialFile(m) if m.contains("client-secret: entity not found")),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -46,6 +46,10 @@ pub mod builder {
         pub(crate) token_url: Option<String>,
         pub(crate) client_id: Option<String>,
         pub(crate) client_secret: Option<ClientSecret>,
+        pub(crate) client_secret_file: Option<std::path::PathBuf>,
+        pub(crate) client_secret_provider: Option<Arc<dyn crate::CredentialProvider>>,
+        pub(crate) previous_client_secret: Option<ClientSecret>,
+        pub(crate) credential_file_check_interval: Option<Duration>,
         pub(crate) auth_method: Option<AuthMethod>,
         pub(crate) form_encode_basic: Option<bool>,
         pub(crate) params: Vec<(String, String)>,
@@ -73,6 +77,12 @@ pub mod builder {
                 .field("token_url", &self.token_url)
                 .field("client_id", &self.client_id)
                 .field("client_secret", &self.client_secret)
+                .field("client_secret_file", &self.client_secret_file)
+                .field(
+                    "client_secret_provider",
+                    &self.client_secret_provider.as_ref().map(|_| "[yours]"),
+                )
+                .field("previous_client_secret", &self.previous_client_secret)
                 .field("auth_method", &self.auth_method)
                 .field(
                     "params",
@@ -318,6 +328,7 @@ impl Common {
     fn build(
         self,
         source: Arc<dyn TokenSource>,
+        counters: Arc<Counters>,
         endpoint: Arc<str>,
         default_load_timeout: Duration,
         #[cfg(feature = "jwt")] dpop: Option<Arc<crate::proof::Dpop>>,
@@ -339,7 +350,6 @@ impl Common {
             ),
             None => None,
         };
-        let counters = Arc::new(Counters::default());
         #[cfg(feature = "fleet")]
         let fleet = match self.fleet {
             Some(fleet) => Some(fleet.into_runtime(
@@ -399,9 +409,69 @@ impl ClientCredentialsBuilder<Endpoint> {
         self
     }
 
-    /// The client secret. Required by both `client_secret_*` methods.
+    /// The client secret. Required by the `client_secret_*` methods (or one of
+    /// [`client_secret_file`](Self::client_secret_file) and
+    /// [`client_secret_provider`](Self::client_secret_provider) instead).
     pub fn client_secret(mut self, secret: impl Into<ClientSecret>) -> Self {
         self.source.client_secret = Some(secret.into());
+        self
+    }
+
+    /// The client secret, read from this file (a Kubernetes secret volume, a Vault agent
+    /// template), and read again when it changes: so a rotated secret is used without a
+    /// restart.
+    ///
+    /// - `build()` reads it, and fails with [`ConfigError::CredentialFile`] if it cannot be
+    ///   used: missing, not a regular file, **writable by every user** (anyone could plant a
+    ///   secret of their choosing), larger than 64 KiB, not UTF-8, or empty. One trailing line
+    ///   break is removed (`echo` writes one); nothing else is trimmed.
+    /// - Before a token request, the file's modification time and size are looked at, at most
+    ///   once per [`credential_file_check_interval`](Self::credential_file_check_interval)
+    ///   (1 s); it is read again when they changed, and a content that differs from the last
+    ///   is the new secret. A cache hit never looks at it.
+    /// - When the token endpoint answers `invalid_client`, the file is read again at once; if
+    ///   it holds another secret, the token request is sent once more with it. A secret rotated
+    ///   on disk and at the server at the same moment thus costs one extra token request and
+    ///   no failed API request.
+    /// - A read that fails (the file removed, emptied, made writable by everyone) keeps the
+    ///   last good secret: logged as a warning, counted in
+    ///   [`Stats::credential_errors`](crate::Stats::credential_errors); never an empty secret.
+    ///
+    /// Write the file atomically (a new file renamed into place, as Kubernetes and Vault agent
+    /// do): a reader may otherwise see it half-written.
+    pub fn client_secret_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.source.client_secret_file = Some(path.into());
+        self
+    }
+
+    /// The client secret, asked of a [`CredentialProvider`](crate::CredentialProvider) of
+    /// your own (a secret manager): when the first token request needs it, and again when the
+    /// token endpoint answers `invalid_client`, before the token request is sent once more
+    /// with a new value. A failure keeps the last good value (logged, counted in
+    /// [`Stats::credential_errors`](crate::Stats::credential_errors)); with none yet, the token
+    /// request fails with the provider's error. The
+    /// [`load_timeout`](Self::load_timeout) bounds a provider that hangs.
+    pub fn client_secret_provider(mut self, provider: impl crate::CredentialProvider) -> Self {
+        self.source.client_secret_provider = Some(Arc::new(provider));
+        self
+    }
+
+    /// The secret that was current before a rotation, during the window in which the
+    /// authorization server may accept only one of the two: when the token endpoint answers
+    /// `invalid_client` to the current secret (and no new one was read), the token request is
+    /// sent once more with this one, and while it works it is sent first (one token request
+    /// per fetch, not two), until the current secret changes or the server refuses it.
+    pub fn previous_client_secret(mut self, secret: impl Into<ClientSecret>) -> Self {
+        self.source.previous_client_secret = Some(secret.into());
+        self
+    }
+
+    /// How often, at most, the [`client_secret_file`](Self::client_secret_file) is looked at
+    /// for a change (default [`DEFAULT_FILE_CHECK_INTERVAL`](crate::DEFAULT_FILE_CHECK_INTERVAL),
+    /// 1 s; zero looks before every token request). An `invalid_client` answer looks at once
+    /// whatever the interval.
+    pub fn credential_file_check_interval(mut self, interval: Duration) -> Self {
+        self.source.credential_file_check_interval = Some(interval);
         self
     }
 
@@ -491,7 +561,8 @@ impl ClientCredentialsBuilder<Endpoint> {
     /// Checks the configuration and builds the client. Cheap to clone; every clone, middleware
     /// and layer made from it shares one cache.
     pub fn build(self) -> Result<ClientCredentials, ConfigError> {
-        let endpoint = self.source.token_endpoint()?;
+        let counters = Arc::new(Counters::default());
+        let endpoint = self.source.token_endpoint(Arc::clone(&counters))?;
         #[cfg(feature = "jwt")]
         let dpop = self.source.dpop_state()?;
         #[cfg(feature = "jwt")]
@@ -509,6 +580,7 @@ impl ClientCredentialsBuilder<Endpoint> {
         let identity = endpoint.fleet_identity();
         self.common.build(
             Arc::new(endpoint),
+            counters,
             name,
             default_load_timeout,
             #[cfg(feature = "jwt")]
@@ -528,7 +600,7 @@ impl ClientCredentialsBuilder<Endpoint> {
                 "dpop needs the ClientCredentials `build()` makes, not build_token_endpoint",
             ));
         }
-        self.source.token_endpoint()
+        self.source.token_endpoint(Arc::default())
     }
 }
 
@@ -547,7 +619,7 @@ impl Endpoint {
         }
     }
 
-    fn token_endpoint(&self) -> Result<TokenEndpoint, ConfigError> {
+    fn token_endpoint(&self, counters: Arc<Counters>) -> Result<TokenEndpoint, ConfigError> {
         let raw = self
             .token_url
             .as_deref()
@@ -558,7 +630,7 @@ impl Endpoint {
             .clone()
             .filter(|id| !id.is_empty())
             .ok_or(ConfigError::MissingClientId)?;
-        let auth = self.client_auth(client_id, &url)?;
+        let auth = self.client_auth(client_id, &url, &counters)?;
         let timeout = self.request_timeout();
         if timeout.is_zero() {
             return Err(ConfigError::OutOfRange(
@@ -580,6 +652,7 @@ impl Endpoint {
             self.params.clone(),
             max_response_bytes,
             timeout,
+            counters,
         ))
     }
 }
@@ -615,6 +688,7 @@ impl ClientCredentialsBuilder<Custom> {
         };
         self.common.build(
             self.source.source,
+            Arc::default(),
             name,
             DEFAULT_LOAD_TIMEOUT,
             #[cfg(feature = "jwt")]

@@ -9,7 +9,7 @@ use http::HeaderMap;
 use url::Url;
 
 use crate::client_auth::{ClientAuth, TokenRequest};
-use crate::{BoxFuture, Error, Scopes, Token, TokenSource};
+use crate::{BoxFuture, ClientSecret, Error, OAuthErrorCode, Scopes, Token, TokenSource};
 
 mod response;
 
@@ -37,10 +37,13 @@ pub(crate) fn http_client(
 /// Built by [`ClientCredentialsBuilder::build`](crate::ClientCredentialsBuilder::build), or
 /// alone by [`build_token_endpoint`](crate::ClientCredentialsBuilder::build_token_endpoint)
 /// for a source of your own that wraps it. Each call to
-/// [`fetch_token`](TokenSource::fetch_token) sends exactly one `POST` with
-/// `grant_type=client_credentials`, bounded by the request timeout; caching, single flight and
-/// retries are the cache's job. Redirects are never followed: they would carry the credentials
-/// elsewhere.
+/// [`fetch_token`](TokenSource::fetch_token) sends one `POST` with
+/// `grant_type=client_credentials`, bounded by the request timeout, and at most one more: when
+/// a DPoP server asks for its nonce, or when the server answers `invalid_client` and another
+/// client secret is at hand (the secret file or provider gave a new one, or a
+/// [`previous_client_secret`](crate::ClientCredentialsBuilder::previous_client_secret) is set).
+/// Caching, single flight and the retries of transient failures are the cache's job.
+/// Redirects are never followed: they would carry the credentials elsewhere.
 #[derive(Clone)]
 pub struct TokenEndpoint {
     client: reqwest::Client,
@@ -50,6 +53,8 @@ pub struct TokenEndpoint {
     params: Vec<(String, String)>,
     max_response_bytes: usize,
     timeout: Duration,
+    /// The second request of a `fetch_token` call is counted here (the cache counts the first).
+    counters: Arc<crate::stats::Counters>,
     /// DPoP: a proof on every token request, and the token bound to its key.
     #[cfg(feature = "jwt")]
     dpop: Option<Arc<crate::proof::Dpop>>,
@@ -91,8 +96,10 @@ impl TokenEndpoint {
         params: Vec<(String, String)>,
         max_response_bytes: usize,
         timeout: Duration,
+        counters: Arc<crate::stats::Counters>,
     ) -> Self {
         Self {
+            counters,
             client,
             endpoint: Arc::from(crate::text::url_label(&url)),
             url,
@@ -121,8 +128,13 @@ impl TokenEndpoint {
         &self.endpoint
     }
 
-    /// The form and headers of one token request for `scopes`, the client authenticated.
-    fn request_parts(&self, scopes: &Scopes) -> Result<(String, HeaderMap), Error> {
+    /// The form and headers of one token request for `scopes`, the client authenticated (with
+    /// `secret`, for the methods that send one).
+    fn request_parts(
+        &self,
+        scopes: &Scopes,
+        secret: Option<&ClientSecret>,
+    ) -> Result<(String, HeaderMap), Error> {
         let mut form = form_urlencoded::Serializer::new(String::new());
         form.append_pair("grant_type", "client_credentials");
         if !scopes.is_empty() {
@@ -132,20 +144,56 @@ impl TokenEndpoint {
             form.append_pair(name, value);
         }
         let mut headers = HeaderMap::new();
-        self.auth.authenticate(TokenRequest {
-            form: &mut form,
-            headers: &mut headers,
-        })?;
+        self.auth.authenticate(
+            secret,
+            TokenRequest {
+                form: &mut form,
+                headers: &mut headers,
+            },
+        )?;
         Ok((form.finish(), headers))
     }
 
-    /// One token request; with DPoP, a second one when the server asks for its nonce.
+    /// One token request, and one more with another client secret when the server answers
+    /// `invalid_client` and there is another one (read again from the file or the provider, or
+    /// the previous secret).
     async fn send(&self, scopes: &Scopes) -> Result<Token, Error> {
+        let Some(cell) = self.auth.secret() else {
+            return self.send_with(scopes, None).await;
+        };
+        let secret = cell.current().await?;
+        match self.send_with(scopes, Some(&secret)).await {
+            Err(error) if matches!(error.oauth_code(), Some(OAuthErrorCode::InvalidClient)) => {
+                let Some(other) = cell.after_refusal(&secret).await else {
+                    return Err(error);
+                };
+                tracing::info!(endpoint = %self.endpoint, "the token endpoint refused the client secret (invalid_client); sending once more with another one");
+                self.count_request();
+                self.send_with(scopes, Some(&other)).await
+            }
+            result => result,
+        }
+    }
+
+    /// The second request of one `fetch_token` call, in the counters.
+    fn count_request(&self) {
+        self.counters
+            .token_requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// One token request with `secret`; with DPoP, a second one when the server asks for its
+    /// nonce.
+    async fn send_with(
+        &self,
+        scopes: &Scopes,
+        secret: Option<&ClientSecret>,
+    ) -> Result<Token, Error> {
         #[cfg(feature = "jwt")]
         if let Some(dpop) = &self.dpop {
-            return self.send_with_dpop(scopes, dpop).await;
+            return self.send_with_dpop(scopes, secret, dpop).await;
         }
-        let (form, headers) = self.request_parts(scopes)?;
+        let (form, headers) = self.request_parts(scopes, secret)?;
         let (result, _) = self.send_once(form, headers).await;
         result
     }
@@ -157,6 +205,7 @@ impl TokenEndpoint {
     async fn send_with_dpop(
         &self,
         scopes: &Scopes,
+        secret: Option<&ClientSecret>,
         dpop: &crate::proof::Dpop,
     ) -> Result<Token, Error> {
         let origin = crate::config::url::Origin::from_parts(
@@ -167,7 +216,7 @@ impl TokenEndpoint {
         let htu = crate::proof::htu_of_url(&self.url).ok_or(Error::DpopUrl)?;
         let mut nonce_retried = false;
         loop {
-            let (form, mut headers) = self.request_parts(scopes)?;
+            let (form, mut headers) = self.request_parts(scopes, secret)?;
             let jkt = dpop.thumbprint();
             headers.insert(
                 crate::proof::DPOP,
@@ -188,6 +237,7 @@ impl TokenEndpoint {
                 {
                     tracing::debug!(endpoint = %self.endpoint, "the token endpoint asked for a DPoP nonce; sending once more with it");
                     nonce_retried = true;
+                    self.count_request();
                 }
                 Err(error) => return Err(error),
                 Ok(mut token) => {

@@ -1,5 +1,5 @@
 //! Ecosystem tests: discovery, vendor recipes, per-request control through both adapters,
-//! tonic, the blocking entry point and `stats()`. One binary, one module per area; every test
+//! tonic, the blocking entry point, `stats()` and rotating secrets. One binary, one module per area; every test
 //! talks HTTP (or gRPC) to servers on loopback.
 
 mod basic_encoding;
@@ -9,5 +9,6 @@ mod discovery;
 mod grpc;
 #[cfg(feature = "tower")]
 mod per_request;
+mod rotation;
 mod stats;
 mod vendors;

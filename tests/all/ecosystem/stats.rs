@@ -103,3 +103,23 @@ async fn every_counter_after_a_known_scenario() {
     assert_eq!(s.replayed_requests, 1, "{s:?}");
     assert!(s.cache_hits >= 64, "{s:?}");
 }
+
+/// Hits are published in batches of 64 per thread, and the rest when the thread exits: a
+/// thread that made ten lookups and ended has all ten counted.
+#[tokio::test]
+async fn the_hits_of_a_thread_that_ended_are_all_counted() {
+    let auth = MockServer::start().await;
+    crate::support::mount_token(&auth, "tok-thread", 3600).await;
+    let credentials = crate::support::builder(&auth).build().unwrap();
+    credentials.access_token().await.unwrap();
+    let before = credentials.stats().cache_hits;
+    let on_thread = credentials.clone();
+    std::thread::spawn(move || {
+        for _ in 0..10 {
+            assert!(on_thread.cached_authorization().is_some());
+        }
+    })
+    .join()
+    .unwrap();
+    assert_eq!(credentials.stats().cache_hits - before, 10);
+}

@@ -63,6 +63,27 @@ async fn debug_of_every_public_type_hides_secret_and_tokens() {
     let shown = debug_both(&builder);
     assert!(shown.contains("ClientCredentialsBuilder"), "{shown}");
     assert_clean(&shown, "ClientCredentialsBuilder");
+    // A secret from a file, and the previous one of a rotation window: the path is shown, no
+    // secret.
+    let dir = std::env::temp_dir().join(format!("cc-secrecy-debug-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("client-secret");
+    std::fs::write(&file, SECRET).unwrap();
+    let rotating = ClientCredentials::builder()
+        .token_url(token_url(&auth))
+        .client_id(ODD_ID)
+        .client_secret_file(&file)
+        .previous_client_secret(ODD_SECRET);
+    let shown = debug_both(&rotating);
+    assert!(shown.contains("client-secret"), "{shown}");
+    assert_clean(&shown, "a builder with a secret file");
+    let shown = debug_both(&rotating.build_token_endpoint().unwrap());
+    assert!(
+        shown.contains("file:") && shown.contains("previous"),
+        "{shown}"
+    );
+    assert_clean(&shown, "a TokenEndpoint with a secret file");
+    let _ = std::fs::remove_dir_all(&dir);
     // The built-in token source alone: where it sends, how it authenticates, the names of its
     // extra parameters (their values may be secrets too) and its limits.
     let endpoint = builder.build_token_endpoint().unwrap();
@@ -383,6 +404,34 @@ async fn trace_level_logs_never_hold_secret_or_tokens() {
         .unwrap();
     assert!(client(&bad).get(&url).send().await.is_err());
 
+    // 4. A secret file (issue 17): refused, read again, rotated, refused again; then removed.
+    let dir = std::env::temp_dir().join(format!("cc-secrecy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("client-secret");
+    std::fs::write(&file, SECRET).unwrap();
+    let from_file = ClientCredentials::builder()
+        .token_url(token_url(&failing))
+        .client_id(ODD_ID)
+        .client_secret_file(&file)
+        .previous_client_secret(format!("previous {SECRET}"))
+        .auth_method(AuthMethod::ClientSecretPost)
+        .build()
+        .unwrap();
+    std::fs::write(&file, format!("second {SECRET}")).unwrap();
+    assert!(from_file.access_token().await.is_err());
+    std::fs::remove_file(&file).unwrap();
+    let from_file = ClientCredentials::builder()
+        .token_url(token_url(&failing))
+        .client_id(ODD_ID)
+        .client_secret_file(&file)
+        .build()
+        .unwrap_err();
+    assert_clean(
+        &format!("{from_file} {from_file:?}"),
+        "a credential file error",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+
     drop(_guard);
     let logs = String::from_utf8(buffer.lock().unwrap().clone()).unwrap();
     // The capture works and saw every path of the scenario.
@@ -395,6 +444,8 @@ async fn trace_level_logs_never_hold_secret_or_tokens() {
         "invalid_client",
         "unsupported token_type",
         "attempt=3",
+        "the client secret file changed",
+        "sending once more with another one",
     ] {
         assert!(
             logs.contains(expected),
