@@ -97,6 +97,12 @@ pub(crate) enum ClientAuth {
         audience: Arc<str>,
         lifetime: std::time::Duration,
     },
+    /// Workload identity federation (`private_key_jwt` with a JWT the platform issued): the
+    /// assertion is sent as it is.
+    Federated {
+        client_id: String,
+        assertion: Arc<SecretCell>,
+    },
     /// `tls_client_auth` and `self_signed_tls_client_auth`: the certificate is the HTTP
     /// client's; the form names the client.
     MutualTls {
@@ -116,7 +122,6 @@ pub(crate) enum AssertionSigner {
 }
 
 /// The `client_assertion_type` of a JWT client assertion (RFC 7523 §2.2).
-#[cfg(feature = "jwt")]
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// The parts of one token request that authentication adds to.
@@ -156,6 +161,13 @@ impl ClientAuth {
                     }
                 }
             }
+            Self::Federated {
+                client_id,
+                assertion,
+            } => {
+                identity.push("client_id", client_id);
+                identity.push("credential", secret_identity(assertion));
+            }
             Self::MutualTls { client_id, .. } => {
                 identity.push("client_id", client_id);
             }
@@ -163,10 +175,12 @@ impl ClientAuth {
         identity.push("auth_method", self.method().as_str());
     }
 
-    /// Where the client secret comes from, for the methods that send one.
+    /// Where the client secret (or the platform's client assertion) comes from, for the
+    /// methods that send one.
     pub(crate) fn secret(&self) -> Option<&SecretCell> {
         match self {
             Self::SecretBasic { secret, .. } | Self::SecretPost { secret, .. } => Some(secret),
+            Self::Federated { assertion, .. } => Some(assertion),
             #[cfg(feature = "jwt")]
             Self::Assertion {
                 signer: AssertionSigner::Secret(secret),
@@ -192,6 +206,7 @@ impl ClientAuth {
                 signer: AssertionSigner::Key(_),
                 ..
             } => AuthMethod::PrivateKeyJwt,
+            Self::Federated { .. } => AuthMethod::PrivateKeyJwt,
             Self::MutualTls { method, .. } => *method,
         }
     }
@@ -252,6 +267,16 @@ impl ClientAuth {
                     .append_pair("client_assertion_type", JWT_BEARER);
                 request.form.append_pair("client_assertion", &assertion);
             }
+            Self::Federated { client_id, .. } => {
+                let assertion = secret()?;
+                request.form.append_pair("client_id", client_id);
+                request
+                    .form
+                    .append_pair("client_assertion_type", JWT_BEARER);
+                request
+                    .form
+                    .append_pair("client_assertion", assertion.expose_secret());
+            }
             Self::MutualTls { client_id, .. } => {
                 request.form.append_pair("client_id", client_id);
             }
@@ -298,6 +323,14 @@ impl fmt::Debug for ClientAuth {
                     .field("lifetime", lifetime)
                     .finish()
             }
+            Self::Federated {
+                client_id,
+                assertion,
+            } => f
+                .debug_struct("FederatedAssertion")
+                .field("client_id", client_id)
+                .field("client_assertion", assertion)
+                .finish(),
             Self::MutualTls { client_id, method } => f
                 .debug_struct("MutualTls")
                 .field("method", &method.as_str())

@@ -204,6 +204,16 @@ pub enum Error {
     /// one bound to the new key.
     #[error("the DPoP key was replaced; the token bound to the old one was dropped")]
     DpopKeyReplaced,
+    /// A credential read from a file, the environment or a provider cannot be sent: a client
+    /// assertion whose `exp` has passed, or a value that is no JWT. No token request was sent.
+    /// Names where the credential came from, never its value.
+    #[error("{origin}: {reason}")]
+    Credential {
+        /// Where the credential came from (`client assertion file /var/run/...`).
+        origin: Arc<str>,
+        /// What is wrong with it.
+        reason: Arc<str>,
+    },
     /// The token request failed before: callers get that error until the backoff delay has
     /// passed, so an outage never turns the request rate into the token request rate.
     #[error("no token: backing off for {retry_in:?} after: {last}")]
@@ -258,7 +268,8 @@ impl Error {
             | Self::InvalidResponse { .. }
             | Self::BackingOff { .. }
             | Self::Signing
-            | Self::DpopUrl => false,
+            | Self::DpopUrl
+            | Self::Credential { .. } => false,
             Self::DpopKeyReplaced => true,
         }
     }

@@ -90,6 +90,7 @@ mod credentials;
 mod decide;
 mod endpoint;
 mod error;
+mod federation;
 #[cfg(feature = "fleet")]
 mod fleet;
 #[cfg(feature = "jwt")]
@@ -119,6 +120,7 @@ pub use crate::credentials::{ClientCredentials, RequestAuthorization};
 pub use crate::decide::{RequestOptions, TenantId, X_TENANT_ID};
 pub use crate::endpoint::{TokenEndpoint, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_REQUEST_TIMEOUT};
 pub use crate::error::{BoxError, ConfigError, Error, InvalidResponse, OAuthErrorCode};
+pub use crate::federation::GitHubActionsToken;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use crate::fleet::RedisStore;

@@ -35,6 +35,24 @@ pub enum AssertionAudience {
     Custom(String),
 }
 
+/// Where a client assertion of the platform's (workload identity federation) comes from.
+#[derive(Clone)]
+pub(crate) enum AssertionChoice {
+    File(std::path::PathBuf),
+    Env(String),
+    Provider(Arc<dyn crate::CredentialProvider>),
+}
+
+impl std::fmt::Debug for AssertionChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(path) => f.debug_tuple("File").field(path).finish(),
+            Self::Env(name) => f.debug_tuple("Env").field(name).finish(),
+            Self::Provider(_) => f.write_str("Provider"),
+        }
+    }
+}
+
 /// How the DPoP key is had.
 #[cfg(feature = "jwt")]
 #[derive(Debug, Clone)]
@@ -70,6 +88,44 @@ impl ClientCredentialsBuilder<Endpoint> {
     #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
     pub fn assertion_lifetime(mut self, lifetime: Duration) -> Self {
         self.source.assertion_lifetime = Some(lifetime);
+        self
+    }
+
+    /// Workload identity federation: the client authenticates with a JWT its platform issued
+    /// it (a Kubernetes projected service-account token, `AZURE_FEDERATED_TOKEN_FILE` on AKS, a
+    /// SPIFFE JWT-SVID), read from this file and sent as the client assertion (RFC 7523 §2.2,
+    /// `client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer`): no
+    /// client secret, no key. The method is `private_key_jwt` (the server checks the JWT
+    /// against the issuer's keys it trusts).
+    ///
+    /// The file is read by `build()` and refused if it is no JWT with an `exp` (or missing,
+    /// empty, writable by every user, over 64 KiB); then, like
+    /// [`client_secret_file`](Self::client_secret_file), looked at before token requests at
+    /// most once per [`credential_file_check_interval`](Self::credential_file_check_interval)
+    /// and read again when it changed, when the JWT has under a minute of life left, or when the
+    /// token endpoint answers `invalid_client` (then the token request is sent once more with
+    /// the new JWT). A JWT whose `exp` has passed is never sent: the token request fails with
+    /// [`Error::Credential`](crate::Error::Credential), naming the file. The JWT is not
+    /// verified here (the server does that); only its `exp` is read.
+    pub fn client_assertion_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.source.client_assertion = Some(AssertionChoice::File(path.into()));
+        self
+    }
+
+    /// Workload identity federation with the client assertion in this environment variable,
+    /// read by `build()` and again before every token request (a JWT with an `exp`, never sent
+    /// once expired; see [`client_assertion_file`](Self::client_assertion_file)).
+    pub fn client_assertion_env(mut self, name: impl Into<String>) -> Self {
+        self.source.client_assertion = Some(AssertionChoice::Env(name.into()));
+        self
+    }
+
+    /// Workload identity federation with the client assertion asked of a provider of your own
+    /// (the value it gives is the JWT): when the first token request needs it, when the last
+    /// one has under a minute of life left, and when the token endpoint answers
+    /// `invalid_client`. A JWT whose `exp` has passed is never sent.
+    pub fn client_assertion_provider(mut self, provider: impl crate::CredentialProvider) -> Self {
+        self.source.client_assertion = Some(AssertionChoice::Provider(Arc::new(provider)));
         self
     }
 
@@ -122,11 +178,14 @@ impl ClientCredentialsBuilder<Endpoint> {
 }
 
 impl Endpoint {
-    /// The method: the one set, else `private_key_jwt` when a signing key is set, else
-    /// `client_secret_basic`.
+    /// The method: the one set, else `private_key_jwt` when a client assertion or a signing key
+    /// is set, else `client_secret_basic`.
     pub(crate) fn method(&self) -> AuthMethod {
         if let Some(method) = self.auth_method {
             return method;
+        }
+        if self.client_assertion.is_some() {
+            return AuthMethod::PrivateKeyJwt;
         }
         #[cfg(feature = "jwt")]
         if self.signing_key.is_some() {
@@ -146,6 +205,9 @@ impl Endpoint {
         let method = self.method();
         let name = method.as_str();
         let unused = |setting: &'static str| ConfigError::OutOfRange(setting);
+        if let Some(choice) = &self.client_assertion {
+            return self.federated(choice, method, client_id, counters);
+        }
         if self.form_encode_basic.is_some() && method != AuthMethod::ClientSecretBasic {
             return Err(unused(
                 "form_encode_basic_credentials applies to client_secret_basic only",
@@ -195,13 +257,15 @@ impl Endpoint {
         }
         if self.credential_file_check_interval.is_some() && self.client_secret_file.is_none() {
             return Err(unused(
-                "credential_file_check_interval applies to client_secret_file only",
+                "credential_file_check_interval applies to client_secret_file and \
+                 client_assertion_file only",
             ));
         }
         let secret = || -> Result<Arc<SecretCell>, ConfigError> {
             let previous = self.previous_client_secret.clone();
             let cell = if let Some(path) = &self.client_secret_file {
                 SecretCell::file(
+                    crate::rotation::Kind::Secret,
                     path.clone(),
                     self.credential_file_check_interval
                         .unwrap_or(crate::DEFAULT_FILE_CHECK_INTERVAL),
@@ -209,7 +273,12 @@ impl Endpoint {
                     Arc::clone(counters),
                 )?
             } else if let Some(provider) = &self.client_secret_provider {
-                SecretCell::provider(Arc::clone(provider), previous, Arc::clone(counters))
+                SecretCell::provider(
+                    crate::rotation::Kind::Secret,
+                    Arc::clone(provider),
+                    previous,
+                    Arc::clone(counters),
+                )
             } else {
                 let secret = self
                     .client_secret
@@ -272,6 +341,82 @@ impl Endpoint {
                 let _ = (token_url, secret);
                 return Err(ConfigError::FeatureMissing(name, "jwt"));
             }
+        })
+    }
+
+    /// Workload identity federation: every setting checked (the method `private_key_jwt`, no
+    /// secret, no key, none of the settings of assertions this crate signs).
+    fn federated(
+        &self,
+        choice: &AssertionChoice,
+        method: AuthMethod,
+        client_id: String,
+        counters: &Arc<crate::stats::Counters>,
+    ) -> Result<ClientAuth, ConfigError> {
+        use crate::rotation::Kind;
+        if method != AuthMethod::PrivateKeyJwt {
+            return Err(ConfigError::OutOfRange(
+                "client_assertion_file, client_assertion_env and client_assertion_provider \
+                 authenticate with private_key_jwt: leave auth_method unset or set that",
+            ));
+        }
+        #[cfg(feature = "jwt")]
+        let key = self.signing_key.is_some();
+        #[cfg(not(feature = "jwt"))]
+        let key = false;
+        if key
+            || self.client_secret.is_some()
+            || self.client_secret_file.is_some()
+            || self.client_secret_provider.is_some()
+            || self.previous_client_secret.is_some()
+        {
+            return Err(ConfigError::OutOfRange(
+                "a client assertion from the platform replaces the client secret and the \
+                 signing key: set only one of them",
+            ));
+        }
+        if self.assertion_audience.is_some() || self.assertion_lifetime.is_some() {
+            return Err(ConfigError::OutOfRange(
+                "assertion_audience and assertion_lifetime apply to the assertions this crate \
+                 signs, not to one the platform issued",
+            ));
+        }
+        let interval = self
+            .credential_file_check_interval
+            .unwrap_or(crate::DEFAULT_FILE_CHECK_INTERVAL);
+        let cell = match choice {
+            AssertionChoice::File(path) => SecretCell::file(
+                Kind::Assertion,
+                path.clone(),
+                interval,
+                None,
+                Arc::clone(counters),
+            )?,
+            AssertionChoice::Env(name) => {
+                if self.credential_file_check_interval.is_some() {
+                    return Err(ConfigError::OutOfRange(
+                        "credential_file_check_interval applies to files only",
+                    ));
+                }
+                SecretCell::env(name.clone(), Arc::clone(counters))?
+            }
+            AssertionChoice::Provider(provider) => {
+                if self.credential_file_check_interval.is_some() {
+                    return Err(ConfigError::OutOfRange(
+                        "credential_file_check_interval applies to files only",
+                    ));
+                }
+                SecretCell::provider(
+                    Kind::Assertion,
+                    Arc::clone(provider),
+                    None,
+                    Arc::clone(counters),
+                )
+            }
+        };
+        Ok(ClientAuth::Federated {
+            client_id,
+            assertion: Arc::new(cell),
         })
     }
 

@@ -491,9 +491,12 @@ impl ClientCredentialsBuilder {
 
 impl super::builder::Endpoint {
     /// The methods discovery may choose from, best first, given the credentials set: a signing
-    /// key means `private_key_jwt`; otherwise the secret methods. (Mutual TLS is never guessed:
+    /// key or a client assertion means `private_key_jwt`; otherwise the secret methods. (Mutual TLS is never guessed:
     /// set it with `auth_method`.)
     fn candidates(&self) -> Vec<AuthMethod> {
+        if self.client_assertion.is_some() {
+            return vec![AuthMethod::PrivateKeyJwt];
+        }
         #[cfg(feature = "jwt")]
         if self.signing_key.is_some() {
             return vec![AuthMethod::PrivateKeyJwt];

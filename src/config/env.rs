@@ -17,6 +17,7 @@ impl ClientCredentialsBuilder {
     /// | `OAUTH_CLIENT_SECRET` | [`client_secret`](Self::client_secret) |
     /// | `OAUTH_CLIENT_SECRET_FILE` | [`client_secret_file`](Self::client_secret_file): read again when it changes |
     /// | `OAUTH_PREVIOUS_CLIENT_SECRET` | [`previous_client_secret`](Self::previous_client_secret) |
+    /// | `OAUTH_CLIENT_ASSERTION_FILE` | [`client_assertion_file`](Self::client_assertion_file): workload identity federation |
     /// | `OAUTH_SCOPE` | [`scopes`](Self::scopes), space-separated |
     /// | `OAUTH_AUTH_METHOD` | [`auth_method`](Self::auth_method): `client_secret_basic`, `client_secret_post`, ... |
     /// | `OAUTH_ISSUER` | [`issuer`](Self::issuer) |
@@ -68,6 +69,9 @@ impl ClientCredentialsBuilder {
         }
         if let Some(v) = var("PREVIOUS_CLIENT_SECRET")? {
             self = self.previous_client_secret(v);
+        }
+        if let Some(v) = var("CLIENT_ASSERTION_FILE")? {
+            self = self.client_assertion_file(v);
         }
         if let Some(v) = var("SCOPE")? {
             self = self.scopes(v);

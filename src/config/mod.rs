@@ -17,7 +17,7 @@ use crate::policy::{CachePolicy, RetryPolicy, DEFAULT_LOAD_TIMEOUT};
 use crate::stats::Counters;
 use crate::{AuthMethod, ClientSecret, ConfigError, Scopes, TenantId, TokenSource};
 
-mod auth;
+pub(crate) mod auth;
 pub(crate) mod discovery;
 mod env;
 pub(crate) mod url;
@@ -50,6 +50,7 @@ pub mod builder {
         pub(crate) client_secret_provider: Option<Arc<dyn crate::CredentialProvider>>,
         pub(crate) previous_client_secret: Option<ClientSecret>,
         pub(crate) credential_file_check_interval: Option<Duration>,
+        pub(crate) client_assertion: Option<super::auth::AssertionChoice>,
         pub(crate) auth_method: Option<AuthMethod>,
         pub(crate) form_encode_basic: Option<bool>,
         pub(crate) params: Vec<(String, String)>,
@@ -83,6 +84,7 @@ pub mod builder {
                     &self.client_secret_provider.as_ref().map(|_| "[yours]"),
                 )
                 .field("previous_client_secret", &self.previous_client_secret)
+                .field("client_assertion", &self.client_assertion)
                 .field("auth_method", &self.auth_method)
                 .field(
                     "params",

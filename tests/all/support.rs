@@ -103,3 +103,47 @@ pub async fn drop_servers<T>(servers: T) {
     tokio::task::yield_now().await;
     drop(servers);
 }
+
+/// `n` concurrent GET requests to `url` through the middleware; returns how many failed (an
+/// error, or a status other than 200).
+pub async fn failed_requests(credentials: &ClientCredentials, url: &str, n: usize) -> usize {
+    let client = client(credentials);
+    futures_util::future::join_all((0..n).map(|_| client.get(url).send()))
+        .await
+        .into_iter()
+        .filter(|r| !matches!(r, Ok(response) if response.status() == 200))
+        .count()
+}
+
+/// A directory of files for one test (credential files), removed when dropped.
+pub struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "cc-it-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    pub fn file(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Writes beside and renames into place: atomic, as Kubernetes, the kubelet and Vault agent
+/// write.
+pub fn write_atomically(path: &std::path::Path, content: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, content).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}

@@ -522,3 +522,39 @@ async fn members_of_different_clients_never_share_a_token() {
     assert_eq!(again, first, "the same client adopts the stored token");
     assert_eq!(servers.token_requests(), 5);
 }
+
+/// A fleet whose members read the client secret from one file (a Kubernetes secret volume):
+/// a member that started after the file was rotated still adopts the token the others share,
+/// since a rotating secret names the store key by its file, not by its value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_reading_a_rotated_secret_file_still_share_one_token() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let servers = Servers::start(Duration::from_secs(3600), Duration::ZERO).await;
+    let dir = std::env::temp_dir().join(format!("cc-fleet-secret-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("client-secret");
+    std::fs::write(&file, "secret-one").unwrap();
+    let member = || {
+        let fleet = client_credentials::Fleet::redis(&redis.url())
+            .unwrap()
+            .encryption_key(
+                client_credentials::EncryptionKey::from_base64("test-1", crate::worker::KEY)
+                    .unwrap(),
+            );
+        client_credentials::ClientCredentials::builder()
+            .token_url(&servers.token_url)
+            .client_id("fleet-test")
+            .client_secret_file(&file)
+            .fleet(fleet)
+            .build()
+            .unwrap()
+    };
+    let first = one_request_through(&member(), &servers).await;
+    std::fs::write(&file, "secret-two").unwrap();
+    let later = one_request_through(&member(), &servers).await;
+    assert_eq!(later, first, "adopted across the rotation");
+    assert_eq!(servers.token_requests(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}

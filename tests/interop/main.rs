@@ -429,3 +429,112 @@ async fn self_signed_tls_client_auth_over_https() {
         "{err}"
     );
 }
+
+/// Issue 17, workload identity federation verified for real: the "cluster issuer" is this test,
+/// which signs the workload's JWTs (ES256) and serves its keys on loopback; oidc-provider knows
+/// the client by that `jwks_uri` only, fetches the keys and checks each assertion's signature,
+/// `aud`, `iss`/`sub` and `jti`. The client holds no secret and no key: it reads the JWT the
+/// platform wrote to a file.
+#[tokio::test]
+async fn a_federated_assertion_from_a_file_is_verified_by_the_server() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let pem = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/keys/ec_pkcs8.pem"
+    ))
+    .unwrap();
+    let issuer_key = SigningKey::from_pem(JwsAlgorithm::Es256, &pem)
+        .unwrap()
+        .with_kid("cluster-key-1");
+    let jwks = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/openid/v1/jwks"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"keys": [public_jwk(&issuer_key)]})),
+        )
+        .mount(&jwks)
+        .await;
+    let client = json!({
+        "client_id": "workload-payments",
+        "token_endpoint_auth_method": "private_key_jwt",
+        "token_endpoint_auth_signing_alg": "ES256",
+        "jwks_uri": format!("{}/openid/v1/jwks", jwks.uri()),
+        "scope": "api:read",
+    });
+    let Some(server) =
+        OidcProvider::start(json!([client]), &[("ALLOW_LOOPBACK_FETCH", "1".to_owned())]).await
+    else {
+        return;
+    };
+    // What the platform does: sign a short-lived JWT for the workload and write it to a file.
+    let encoding = jsonwebtoken::EncodingKey::from_ec_pem(pem.as_bytes()).unwrap();
+    let sign = |jti: &str| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some("cluster-key-1".to_owned());
+        jsonwebtoken::encode(
+            &header,
+            &json!({
+                "iss": "workload-payments",
+                "sub": "workload-payments",
+                "aud": server.issuer,
+                "iat": now,
+                "exp": now + 300,
+                "jti": jti,
+            }),
+            &encoding,
+        )
+        .unwrap()
+    };
+    let dir = TempDir::new();
+    let file = dir.write("token", &sign("projected-1"));
+    let credentials = ClientCredentials::builder()
+        .client_id("workload-payments")
+        .client_assertion_file(&file)
+        .scopes("api:read")
+        .discover(&server.issuer)
+        .await
+        .unwrap()
+        .build()
+        .unwrap();
+    // Ten callers at once: one token request, verified by the server.
+    let tokens = futures_util::future::join_all((0..10).map(|_| credentials.access_token())).await;
+    let first = tokens[0].as_ref().unwrap().clone();
+    assert!(tokens.iter().all(|t| t.as_ref().unwrap() == &first));
+    let claims = jwt_claims(first.secret());
+    assert_eq!(claims["client_id"], "workload-payments");
+    assert_eq!(claims["iss"], server.issuer);
+    assert!(
+        !jwks.received_requests().await.unwrap().is_empty(),
+        "the server fetched the issuer's keys"
+    );
+
+    // The platform writes a new JWT (the kubelet renews projected tokens): the next fetch sends
+    // it, and the server takes it.
+    let renewed = sign("projected-2");
+    std::fs::write(&file, &renewed).unwrap();
+    tokio::time::sleep(client_credentials::DEFAULT_FILE_CHECK_INTERVAL).await;
+    assert!(credentials.invalidate(&first));
+    let second = credentials.access_token().await.unwrap();
+    assert_ne!(second, first);
+    assert_eq!(credentials.stats().credentials_reloaded, 1);
+
+    // The same JWT a second time: the server refuses a `jti` it has seen (invalid_client); the
+    // file is read again at once, holds nothing new, so the refusal is the caller's answer.
+    // (The API accepted the second token first: a token dropped right after a forced refresh
+    // whose replacement was never accepted waits out the forced-refresh backoff.)
+    credentials.accepted(&second);
+    assert!(credentials.invalidate(&second));
+    let refused = credentials.access_token().await.unwrap_err();
+    assert_eq!(
+        refused.oauth_code().map(|c| c.as_str()),
+        Some("invalid_client"),
+        "{refused}"
+    );
+    assert!(!refused.to_string().contains(&renewed));
+}

@@ -3,7 +3,6 @@
 //! previous secret of a rotation window, against a token endpoint on loopback that accepts one
 //! secret at a time and switches when told, and an API that accepts the tokens it issued.
 
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,7 +14,7 @@ use client_credentials::{
 use wiremock::matchers::{header_regex, method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-use crate::support::{client, ManualClock};
+use crate::support::{failed_requests, write_atomically, ManualClock, TempDir};
 
 const CLIENT_ID: &str = "rotating-client";
 /// Tokens live 100 s: used until 40 s before expiry (the 60 s margin, scaled down for short
@@ -105,49 +104,6 @@ async fn api() -> MockServer {
     api
 }
 
-/// `n` concurrent API requests through the middleware; returns how many failed (an error or a
-/// status other than 200).
-async fn traffic(credentials: &ClientCredentials, api: &MockServer, n: usize) -> usize {
-    let client = client(credentials);
-    let url = format!("{}/v1/accounts", api.uri());
-    let results = futures_util::future::join_all((0..n).map(|_| client.get(&url).send())).await;
-    results
-        .into_iter()
-        .filter(|r| !matches!(r, Ok(response) if response.status() == 200))
-        .count()
-}
-
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "cc-rotation-it-{}-{}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Writes beside and renames into place (atomic, as Kubernetes and Vault agent do).
-fn write(path: &Path, content: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, content).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
 fn builder(auth: &MockServer) -> client_credentials::ClientCredentialsBuilder {
     ClientCredentials::builder()
         .token_url(format!("{}/oauth2/token", auth.uri()))
@@ -163,9 +119,9 @@ fn builder(auth: &MockServer) -> client_credentials::ClientCredentialsBuilder {
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_secret_rotated_on_disk_and_at_the_server_costs_one_token_request_and_no_failure() {
     let _clock = ManualClock::hold();
-    let dir = Dir::new();
+    let dir = TempDir::new();
     let file = dir.file("client-secret");
-    write(&file, "secret-one\n");
+    write_atomically(&file, "secret-one\n");
     let (auth, authority) = Authority::start("secret-one").await;
     let api = api().await;
     let credentials = builder(&auth)
@@ -174,14 +130,17 @@ async fn a_secret_rotated_on_disk_and_at_the_server_costs_one_token_request_and_
         .build()
         .unwrap();
 
-    assert_eq!(traffic(&credentials, &api, 20).await, 0);
+    assert_eq!(
+        failed_requests(&credentials, &format!("{}/v1/accounts", api.uri()), 20).await,
+        0
+    );
     assert_eq!(authority.counts(), (1, 0));
 
-    write(&file, "secret-two\n");
+    write_atomically(&file, "secret-two\n");
     authority.accept("secret-two");
     tokio::time::advance(Duration::from_secs(2 * LIFETIME)).await;
     assert_eq!(
-        traffic(&credentials, &api, 20).await,
+        failed_requests(&credentials, &format!("{}/v1/accounts", api.uri()), 20).await,
         0,
         "no failed request"
     );
@@ -195,10 +154,13 @@ async fn a_secret_rotated_on_disk_and_at_the_server_costs_one_token_request_and_
 
     // Past the check interval, the rotation is read before the token request: none refused.
     tokio::time::advance(Duration::from_secs(3600)).await;
-    write(&file, "secret-three");
+    write_atomically(&file, "secret-three");
     authority.accept("secret-three");
     tokio::time::advance(Duration::from_secs(2 * LIFETIME)).await;
-    assert_eq!(traffic(&credentials, &api, 20).await, 0);
+    assert_eq!(
+        failed_requests(&credentials, &format!("{}/v1/accounts", api.uri()), 20).await,
+        0
+    );
     assert_eq!(authority.counts(), (3, 1), "no extra request");
     assert_eq!(credentials.stats().credentials_reloaded, 2);
     crate::support::drop_servers((auth, api)).await;
@@ -209,33 +171,43 @@ async fn a_secret_rotated_on_disk_and_at_the_server_costs_one_token_request_and_
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_removed_or_broken_file_keeps_the_last_good_secret() {
     let _clock = ManualClock::hold();
-    let dir = Dir::new();
+    let dir = TempDir::new();
     let file = dir.file("client-secret");
-    write(&file, "secret-one");
+    write_atomically(&file, "secret-one");
     let (auth, authority) = Authority::start("secret-one").await;
     let api = api().await;
     let credentials = builder(&auth).client_secret_file(&file).build().unwrap();
-    assert_eq!(traffic(&credentials, &api, 5).await, 0);
+    assert_eq!(
+        failed_requests(&credentials, &format!("{}/v1/accounts", api.uri()), 5).await,
+        0
+    );
 
     std::fs::remove_file(&file).unwrap();
     tokio::time::advance(Duration::from_secs(2 * LIFETIME)).await;
-    assert_eq!(traffic(&credentials, &api, 5).await, 0, "last good secret");
+    assert_eq!(
+        failed_requests(&credentials, &format!("{}/v1/accounts", api.uri()), 5).await,
+        0,
+        "last good secret"
+    );
     assert_eq!(credentials.stats().credential_errors, 1);
 
-    write(&file, "");
+    write_atomically(&file, "");
     tokio::time::advance(Duration::from_secs(2 * LIFETIME)).await;
     assert_eq!(
-        traffic(&credentials, &api, 5).await,
+        failed_requests(&credentials, &format!("{}/v1/accounts", api.uri()), 5).await,
         0,
         "an empty file is no secret"
     );
     assert_eq!(credentials.stats().credential_errors, 2);
     assert_eq!(authority.counts(), (3, 0), "never an empty secret sent");
 
-    write(&file, "secret-two");
+    write_atomically(&file, "secret-two");
     authority.accept("secret-two");
     tokio::time::advance(Duration::from_secs(2 * LIFETIME)).await;
-    assert_eq!(traffic(&credentials, &api, 5).await, 0);
+    assert_eq!(
+        failed_requests(&credentials, &format!("{}/v1/accounts", api.uri()), 5).await,
+        0
+    );
     assert_eq!(authority.counts(), (4, 0));
     assert_eq!(credentials.stats().credentials_reloaded, 1);
     crate::support::drop_servers((auth, api)).await;
@@ -255,18 +227,30 @@ async fn the_previous_secret_bridges_a_rotation_window() {
         .previous_client_secret("secret-old")
         .build()
         .unwrap();
-    assert_eq!(traffic(&credentials, &api, 10).await, 0);
+    assert_eq!(
+        failed_requests(&credentials, &format!("{}/v1/accounts", api.uri()), 10).await,
+        0
+    );
     assert_eq!(authority.counts(), (1, 1));
     tokio::time::advance(Duration::from_secs(2 * LIFETIME)).await;
-    assert_eq!(traffic(&credentials, &api, 10).await, 0);
+    assert_eq!(
+        failed_requests(&credentials, &format!("{}/v1/accounts", api.uri()), 10).await,
+        0
+    );
     assert_eq!(authority.counts(), (2, 1), "the previous secret sent first");
 
     authority.accept("secret-new");
     tokio::time::advance(Duration::from_secs(2 * LIFETIME)).await;
-    assert_eq!(traffic(&credentials, &api, 10).await, 0);
+    assert_eq!(
+        failed_requests(&credentials, &format!("{}/v1/accounts", api.uri()), 10).await,
+        0
+    );
     assert_eq!(authority.counts(), (3, 2));
     tokio::time::advance(Duration::from_secs(2 * LIFETIME)).await;
-    assert_eq!(traffic(&credentials, &api, 10).await, 0);
+    assert_eq!(
+        failed_requests(&credentials, &format!("{}/v1/accounts", api.uri()), 10).await,
+        0
+    );
     assert_eq!(
         authority.counts(),
         (4, 2),
@@ -321,16 +305,25 @@ async fn a_provider_is_asked_again_when_the_server_refuses_its_secret() {
         0,
         "not asked before it is needed"
     );
-    assert_eq!(traffic(&credentials, &api, 10).await, 0);
+    assert_eq!(
+        failed_requests(&credentials, &format!("{}/v1/accounts", api.uri()), 10).await,
+        0
+    );
     tokio::time::advance(Duration::from_secs(2 * LIFETIME)).await;
-    assert_eq!(traffic(&credentials, &api, 10).await, 0);
+    assert_eq!(
+        failed_requests(&credentials, &format!("{}/v1/accounts", api.uri()), 10).await,
+        0
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(authority.counts(), (2, 0));
 
     *secret.lock().unwrap() = "secret-two".to_owned();
     authority.accept("secret-two");
     tokio::time::advance(Duration::from_secs(2 * LIFETIME)).await;
-    assert_eq!(traffic(&credentials, &api, 10).await, 0);
+    assert_eq!(
+        failed_requests(&credentials, &format!("{}/v1/accounts", api.uri()), 10).await,
+        0
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     assert_eq!(authority.counts(), (3, 1));
     assert_eq!(credentials.stats().credentials_reloaded, 1);
@@ -374,7 +367,7 @@ async fn a_provider_that_hangs_is_bounded_by_the_load_timeout() {
 /// sends none.
 #[test]
 fn unusable_secret_settings_are_refused_at_build() {
-    let dir = Dir::new();
+    let dir = TempDir::new();
     let base = || {
         ClientCredentials::builder()
             .token_url("https://auth.example.com/oauth2/token")
@@ -392,7 +385,7 @@ fn unusable_secret_settings_are_refused_at_build() {
     {
         use std::os::unix::fs::PermissionsExt as _;
         let file = dir.file("open-to-all");
-        write(&file, "secret-planted-by-anyone");
+        write_atomically(&file, "secret-planted-by-anyone");
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
         let error = base().client_secret_file(&file).build().unwrap_err();
         let text = format!("{error} {error:?}");
@@ -400,7 +393,7 @@ fn unusable_secret_settings_are_refused_at_build() {
         assert!(!text.contains("planted"), "{text}");
     }
     let file = dir.file("fine");
-    write(&file, "secret-fine");
+    write_atomically(&file, "secret-fine");
     let both = base()
         .client_secret("a")
         .client_secret_file(&file)
@@ -415,7 +408,7 @@ fn unusable_secret_settings_are_refused_at_build() {
     assert!(
         interval
             .to_string()
-            .contains("applies to client_secret_file only"),
+            .contains("applies to client_secret_file and client_assertion_file only"),
         "{interval}"
     );
     let previous = base()

@@ -444,7 +444,7 @@ async fn trace_level_logs_never_hold_secret_or_tokens() {
         "invalid_client",
         "unsupported token_type",
         "attempt=3",
-        "the client secret file changed",
+        "the credential changed",
         "sending once more with another one",
     ] {
         assert!(

@@ -183,6 +183,15 @@ function subjectAltNames(cert, prefix) {
 const configuration = {
   clients,
   jwks,
+  // ALLOW_LOOPBACK_FETCH=1: fetch client `jwks_uri`s on loopback (a test's stand-in for a
+  // cluster issuer). oidc-provider refuses special-use addresses by default (SSRF protection);
+  // this server only ever runs on loopback for tests.
+  ...(env.ALLOW_LOOPBACK_FETCH === '1' ? {
+    fetch: (url, options) => {
+      const { dispatcher: _ssrfProtected, ...rest } = options;
+      return globalThis.fetch(url, rest);
+    },
+  } : {}),
   scopes: ['openid', 'offline_access', 'api:read', 'api:write'],
   clientAuthMethods: [
     'client_secret_basic',
@@ -323,7 +332,12 @@ for (const { client_id: clientId } of clients) {
 // Error diagnostics on stderr (error_detail is not sent to the client).
 function logError(event) {
   return (ctx, err) => {
-    const detail = err.error_detail ? ` (${err.error_detail})` : '';
+    const causes = [];
+    for (let c = err.cause; c && causes.length < 4; c = c.cause) {
+      causes.push(c.error_description || c.message || String(c));
+    }
+    const cause = causes.length ? ` caused by: ${causes.join(': ')}` : '';
+    const detail = err.error_detail ? ` (${err.error_detail})${cause}` : cause;
     const description = err.error_description ? `: ${err.error_description}` : '';
     console.error(`[oidc-provider] ${event} ${ctx?.method} ${ctx?.path} client=${ctx?.oidc?.client?.clientId ?? '-'} ${err.error || err.name}${description}${detail}`);
   };
