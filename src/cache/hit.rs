@@ -333,4 +333,47 @@ mod tests {
             );
         }
     }
+
+    /// A lookup fills this thread's slot with the token; the next ones are served from the slot
+    /// and counted there (published in batches); a new token refills it at its first lookup.
+    #[tokio::test(start_paused = true)]
+    async fn the_slot_holds_the_token_and_counts_its_hits_until_a_new_one() {
+        let (cache, _source) = cache_with(Counting::new(Duration::from_secs(3600)));
+        let slot = || {
+            HIT_SLOTS.with(|slots| {
+                let slots = slots.borrow();
+                let slot = &slots[(cache.id % SLOTS as u64) as usize];
+                (slot.cache, slot.gen, slot.hits, slot.header.clone())
+            })
+        };
+        let entry = cache.entry().await.unwrap();
+        assert!(cache.cached().is_some());
+        let (id, gen, filled, header) = slot();
+        assert_eq!((id, gen), (cache.id, entry.gen));
+        assert_eq!(header.as_ref(), Some(&entry.header));
+        assert!(filled >= 1, "the filling lookup is counted");
+        for _ in 0..10 {
+            assert!(cache.cached().is_some());
+        }
+        assert_eq!(
+            slot().2,
+            filled + 10,
+            "counted in the slot, not yet published"
+        );
+        let now = Instant::now();
+        let next = manual_entry(
+            now + Duration::from_secs(100),
+            now + Duration::from_secs(50),
+        );
+        cache.current.store(Some(Arc::clone(&next)));
+        cache.publish(&next, 0, now);
+        assert_eq!(cache.cached().map(|c| c.gen), Some(next.gen));
+        let (id, gen, hits, header) = slot();
+        assert_eq!(
+            (id, gen, hits),
+            (cache.id, next.gen, 1),
+            "refilled, counting afresh"
+        );
+        assert_eq!(header.as_ref(), Some(&next.header));
+    }
 }
