@@ -118,6 +118,15 @@ pub(crate) enum AssertionSigner {
     /// `client_secret_jwt`: HS256 with the client secret.
     Secret(Arc<SecretCell>),
     /// `private_key_jwt`: the client's private key.
+    Key(Arc<crate::rotation::KeyCell>),
+}
+
+/// The credential one token request presents, read from its cell for that request: the secret
+/// (or the platform's assertion), or the signing key.
+#[derive(Clone)]
+pub(crate) enum Presented {
+    Secret(ClientSecret),
+    #[cfg(feature = "jwt")]
     Key(crate::SigningKey),
 }
 
@@ -157,7 +166,14 @@ impl ClientAuth {
                         identity.push("credential", secret_identity(secret));
                     }
                     AssertionSigner::Key(key) => {
-                        identity.push("credential", format!("key {}", key.thumbprint()));
+                        identity.push(
+                            "credential",
+                            match (key.fixed(), key.rotates()) {
+                                (Some(key), _) => format!("key {}", key.thumbprint()),
+                                (None, Some(origin)) => origin,
+                                (None, None) => String::new(),
+                            },
+                        );
                     }
                 }
             }
@@ -190,6 +206,43 @@ impl ClientAuth {
         }
     }
 
+    /// The credential the next token request presents (`None` for mutual TLS, which presents
+    /// the HTTP client's certificate).
+    pub(crate) async fn present(&self) -> Result<Option<Presented>, crate::Error> {
+        if let Some(cell) = self.secret() {
+            return Ok(Some(Presented::Secret(cell.current().await?)));
+        }
+        #[cfg(feature = "jwt")]
+        if let Self::Assertion {
+            signer: AssertionSigner::Key(cell),
+            ..
+        } = self
+        {
+            return Ok(Some(Presented::Key(cell.current().await?)));
+        }
+        Ok(None)
+    }
+
+    /// After `invalid_client` to a request that presented `refused`: another credential to
+    /// present once more, if there is one.
+    pub(crate) async fn after_refusal(&self, refused: &Presented) -> Option<Presented> {
+        match refused {
+            Presented::Secret(secret) => self
+                .secret()?
+                .after_refusal(secret)
+                .await
+                .map(Presented::Secret),
+            #[cfg(feature = "jwt")]
+            Presented::Key(key) => match self {
+                Self::Assertion {
+                    signer: AssertionSigner::Key(cell),
+                    ..
+                } => cell.after_refusal(key).await.map(Presented::Key),
+                _ => None,
+            },
+        }
+    }
+
     /// The method.
     #[cfg(any(test, feature = "fleet"))]
     pub(crate) fn method(&self) -> AuthMethod {
@@ -211,18 +264,22 @@ impl ClientAuth {
         }
     }
 
-    /// Adds what authenticates the client to one token request, with `secret` (what
-    /// [`secret`](Self::secret)'s cell gave for this request) for the methods that send one.
+    /// Adds what authenticates the client to one token request, with `presented` (what
+    /// [`present`](Self::present) read for this request) for the methods that send one.
     /// An assertion is signed anew for every request, retries included (servers refuse a `jti`
     /// they have seen).
     pub(crate) fn authenticate(
         &self,
-        secret: Option<&ClientSecret>,
+        presented: Option<&Presented>,
         request: TokenRequest<'_>,
     ) -> Result<(), crate::Error> {
-        // The endpoint reads the secret of every method that has a cell; kept as an error, not
-        // a panic, all the same.
-        let secret = || secret.ok_or_else(|| crate::Error::from_source("no client secret"));
+        // The endpoint presents the credential of every method that has one; kept as an error,
+        // not a panic, all the same.
+        let missing = || crate::Error::from_source("no credential was read for the request");
+        let secret = || match presented {
+            Some(Presented::Secret(secret)) => Ok(secret),
+            _ => Err(missing()),
+        };
         match self {
             Self::SecretBasic {
                 client_id,
@@ -252,7 +309,10 @@ impl ClientAuth {
                     AssertionSigner::Secret(_) => {
                         crate::jose::Signer::Secret(secret()?.expose_secret().as_bytes())
                     }
-                    AssertionSigner::Key(key) => crate::jose::Signer::Key(key),
+                    AssertionSigner::Key(_) => match presented {
+                        Some(Presented::Key(key)) => crate::jose::Signer::Key(key),
+                        _ => return Err(missing()),
+                    },
                 };
                 let assertion = crate::jose::client_assertion(
                     &signer,
@@ -427,7 +487,7 @@ mod tests {
             let mut form = form_urlencoded::Serializer::new(String::new());
             let mut headers = HeaderMap::new();
             auth.authenticate(
-                Some(&secret),
+                Some(&Presented::Secret(secret.clone())),
                 TokenRequest {
                     form: &mut form,
                     headers: &mut headers,

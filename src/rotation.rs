@@ -80,6 +80,10 @@ pub trait CredentialProvider: Send + Sync + 'static {
 pub(crate) enum Kind {
     Secret,
     Assertion,
+    /// A private key (PEM, or a private JWK) for `private_key_jwt`, signing with this
+    /// algorithm.
+    #[cfg(feature = "jwt")]
+    Key(crate::JwsAlgorithm),
 }
 
 impl Kind {
@@ -87,6 +91,8 @@ impl Kind {
         match self {
             Self::Secret => "client secret",
             Self::Assertion => "client assertion",
+            #[cfg(feature = "jwt")]
+            Self::Key(_) => "signing key",
         }
     }
 
@@ -98,6 +104,8 @@ impl Kind {
         match self {
             Self::Secret => Ok(()),
             Self::Assertion => jwt_expiry(value).map(|_| ()),
+            #[cfg(feature = "jwt")]
+            Self::Key(alg) => parse_key(alg, value).map(|_| ()),
         }
     }
 }
@@ -509,11 +517,176 @@ pub(crate) fn jwt_expiry(jwt: &str) -> Result<SystemTime, String> {
         .ok_or_else(|| "the JWT's exp is out of range".to_owned())
 }
 
+/// A private key from its text: a private JWK (its `kid` kept) when it starts with `{`, else
+/// PEM; to sign with `alg`. The reason of a failure never shows the key.
+#[cfg(feature = "jwt")]
+pub(crate) fn parse_key(alg: crate::JwsAlgorithm, text: &str) -> Result<crate::SigningKey, String> {
+    let key = if text.trim_start().starts_with('{') {
+        crate::SigningKey::from_jwk(text).and_then(|key| key.with_algorithm(alg))
+    } else {
+        crate::SigningKey::from_pem(alg, text)
+    };
+    key.map_err(|e| e.to_string())
+}
+
+/// The signing key of `private_key_jwt`: given as a value, or read from a file or a provider
+/// (as text, through a [`SecretCell`]) and parsed when it changes; and the previous key of a
+/// rotation window.
+#[cfg(feature = "jwt")]
+pub(crate) struct KeyCell {
+    origin: KeyOrigin,
+    previous: Option<crate::SigningKey>,
+    state: Mutex<KeyState>,
+}
+
+#[cfg(feature = "jwt")]
+enum KeyOrigin {
+    Value(crate::SigningKey),
+    Text {
+        alg: crate::JwsAlgorithm,
+        cell: SecretCell,
+    },
+}
+
+#[cfg(feature = "jwt")]
+#[derive(Default)]
+struct KeyState {
+    /// The last text read and the key parsed from it.
+    parsed: Option<(ClientSecret, crate::SigningKey)>,
+    /// The previous key worked where the current one was refused: sign with it first.
+    use_previous: bool,
+}
+
+#[cfg(feature = "jwt")]
+impl KeyCell {
+    pub(crate) fn value(key: crate::SigningKey, previous: Option<crate::SigningKey>) -> Self {
+        Self::new(KeyOrigin::Value(key), previous)
+    }
+
+    /// A key whose text comes from `cell` (a file or a provider of [`Kind::Key`]).
+    pub(crate) fn text(
+        alg: crate::JwsAlgorithm,
+        cell: SecretCell,
+        previous: Option<crate::SigningKey>,
+    ) -> Self {
+        Self::new(KeyOrigin::Text { alg, cell }, previous)
+    }
+
+    fn new(origin: KeyOrigin, previous: Option<crate::SigningKey>) -> Self {
+        Self {
+            origin,
+            previous,
+            state: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, KeyState> {
+        // Plain data, consistent after every statement (see `SecretCell::lock`).
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Where the key comes from when it can change, for the fleet's identity.
+    #[cfg(feature = "fleet")]
+    pub(crate) fn rotates(&self) -> Option<String> {
+        match &self.origin {
+            KeyOrigin::Value(_) => None,
+            KeyOrigin::Text { cell, .. } => cell.rotates(),
+        }
+    }
+
+    /// The key as it was given, when it does not rotate.
+    #[cfg(feature = "fleet")]
+    pub(crate) fn fixed(&self) -> Option<&crate::SigningKey> {
+        match &self.origin {
+            KeyOrigin::Value(key) => Some(key),
+            KeyOrigin::Text { .. } => None,
+        }
+    }
+
+    /// The key parsed from `text` (parsed once per text).
+    fn parse(
+        &self,
+        alg: crate::JwsAlgorithm,
+        text: ClientSecret,
+    ) -> Result<crate::SigningKey, Error> {
+        let mut state = self.lock();
+        if let Some((seen, key)) = &state.parsed {
+            if *seen == text {
+                return Ok(key.clone());
+            }
+        }
+        // The cell checked the text parses; a failure here is kept as an error all the same.
+        let key = parse_key(alg, text.expose_secret()).map_err(|reason| Error::Credential {
+            origin: Arc::from("signing key"),
+            reason: Arc::from(reason),
+        })?;
+        state.parsed = Some((text, key.clone()));
+        Ok(key)
+    }
+
+    /// What the next assertion is signed with: the previous key if it is the one that worked
+    /// last, else the current one (read again from its file or provider as a secret is).
+    pub(crate) async fn current(&self) -> Result<crate::SigningKey, Error> {
+        if let Some(previous) = self.previous.as_ref().filter(|_| self.lock().use_previous) {
+            return Ok(previous.clone());
+        }
+        match &self.origin {
+            KeyOrigin::Value(key) => Ok(key.clone()),
+            KeyOrigin::Text { alg, cell } => {
+                let text = cell.current().await?;
+                self.parse(*alg, text)
+            }
+        }
+    }
+
+    /// After `invalid_client` to an assertion signed with `refused`: the key to sign with once
+    /// more (a new one read again, else the other of current and previous), or nothing.
+    pub(crate) async fn after_refusal(
+        &self,
+        refused: &crate::SigningKey,
+    ) -> Option<crate::SigningKey> {
+        let same = |a: &crate::SigningKey, b: &crate::SigningKey| a.thumbprint() == b.thumbprint();
+        let current = match &self.origin {
+            KeyOrigin::Value(key) => key.clone(),
+            KeyOrigin::Text { alg, cell } => {
+                let sent = self.lock().parsed.as_ref().map(|(text, _)| text.clone());
+                let text = match sent {
+                    Some(text) => cell.after_refusal(&text).await.unwrap_or(text),
+                    None => cell.current().await.ok()?,
+                };
+                self.parse(*alg, text).ok()?
+            }
+        };
+        if !same(&current, refused) {
+            self.lock().use_previous = false;
+            return Some(current);
+        }
+        let previous = self.previous.clone().filter(|p| !same(p, refused))?;
+        self.lock().use_previous = true;
+        tracing::info!("the token endpoint refused the assertion signed with the current key; signing with the previous one (rotation window)");
+        Some(previous)
+    }
+}
+
+#[cfg(feature = "jwt")]
+impl fmt::Debug for KeyCell {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("SigningKeyCell");
+        match &self.origin {
+            KeyOrigin::Value(key) => d.field("key", key),
+            KeyOrigin::Text { cell, .. } => d.field("from", cell),
+        };
+        d.field("previous", &self.previous).finish()
+    }
+}
+
 impl fmt::Debug for SecretCell {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct(match self.kind {
             Kind::Secret => "ClientSecret",
             Kind::Assertion => "ClientAssertion",
+            #[cfg(feature = "jwt")]
+            Kind::Key(_) => "SigningKey",
         });
         match &self.origin {
             Origin::Value(_) => d.field("value", &"[redacted]"),

@@ -53,6 +53,26 @@ impl std::fmt::Debug for AssertionChoice {
     }
 }
 
+/// Where the `private_key_jwt` signing key comes from.
+#[cfg(feature = "jwt")]
+#[derive(Clone)]
+pub(crate) enum KeyChoice {
+    Value(SigningKey),
+    File(JwsAlgorithm, std::path::PathBuf),
+    Provider(JwsAlgorithm, Arc<dyn crate::CredentialProvider>),
+}
+
+#[cfg(feature = "jwt")]
+impl std::fmt::Debug for KeyChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Value(key) => f.debug_tuple("Value").field(key).finish(),
+            Self::File(alg, path) => f.debug_tuple("File").field(alg).field(path).finish(),
+            Self::Provider(alg, _) => f.debug_tuple("Provider").field(alg).finish(),
+        }
+    }
+}
+
 /// How the DPoP key is had.
 #[cfg(feature = "jwt")]
 #[derive(Debug, Clone)]
@@ -134,7 +154,49 @@ impl ClientCredentialsBuilder<Endpoint> {
     #[cfg(feature = "jwt")]
     #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
     pub fn signing_key(mut self, key: SigningKey) -> Self {
-        self.source.signing_key = Some(key);
+        self.source.signing_key = Some(KeyChoice::Value(key));
+        self
+    }
+
+    /// The private key for `private_key_jwt`, read from this file (PEM, or a private JWK whose
+    /// `kid` is kept), to sign with `alg`; read again when it changes, as
+    /// [`client_secret_file`](Self::client_secret_file) is (the same refusals, a world-writable
+    /// file among them, the same check interval), and at once when the token endpoint answers
+    /// `invalid_client`, before the token request is sent once more signed with the new key.
+    /// A file that no longer holds a usable key keeps the last good one.
+    #[cfg(feature = "jwt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+    pub fn signing_key_file(
+        mut self,
+        alg: JwsAlgorithm,
+        path: impl Into<std::path::PathBuf>,
+    ) -> Self {
+        self.source.signing_key = Some(KeyChoice::File(alg, path.into()));
+        self
+    }
+
+    /// The private key for `private_key_jwt`, asked of a provider of your own (a key vault;
+    /// the value it gives is the PEM or the private JWK), to sign with `alg`: when first needed
+    /// and again after `invalid_client`.
+    #[cfg(feature = "jwt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+    pub fn signing_key_provider(
+        mut self,
+        alg: JwsAlgorithm,
+        provider: impl crate::CredentialProvider,
+    ) -> Self {
+        self.source.signing_key = Some(KeyChoice::Provider(alg, Arc::new(provider)));
+        self
+    }
+
+    /// The key that was current before a rotation, during the window in which the server may
+    /// know only one of the two: when it answers `invalid_client` to an assertion signed with
+    /// the current key (and no new key was read), the token request is sent once more signed
+    /// with this one, which is used first while it works.
+    #[cfg(feature = "jwt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+    pub fn previous_signing_key(mut self, key: SigningKey) -> Self {
+        self.source.previous_signing_key = Some(key);
         self
     }
 
@@ -225,8 +287,13 @@ impl Endpoint {
             ));
         }
         #[cfg(feature = "jwt")]
-        if self.signing_key.is_some() && method != AuthMethod::PrivateKeyJwt {
-            return Err(unused("signing_key applies to private_key_jwt only"));
+        if (self.signing_key.is_some() || self.previous_signing_key.is_some())
+            && method != AuthMethod::PrivateKeyJwt
+        {
+            return Err(unused(
+                "signing_key, signing_key_file, signing_key_provider and previous_signing_key \
+                 apply to private_key_jwt only",
+            ));
         }
         let uses_secret = matches!(
             method,
@@ -255,10 +322,17 @@ impl Endpoint {
                  client_secret_jwt only",
             ));
         }
-        if self.credential_file_check_interval.is_some() && self.client_secret_file.is_none() {
+        #[cfg(feature = "jwt")]
+        let key_file = matches!(self.signing_key, Some(KeyChoice::File(..)));
+        #[cfg(not(feature = "jwt"))]
+        let key_file = false;
+        if self.credential_file_check_interval.is_some()
+            && self.client_secret_file.is_none()
+            && !key_file
+        {
             return Err(unused(
-                "credential_file_check_interval applies to client_secret_file and \
-                 client_assertion_file only",
+                "credential_file_check_interval applies to client_secret_file, \
+                 client_assertion_file and signing_key_file only",
             ));
         }
         let secret = || -> Result<Arc<SecretCell>, ConfigError> {
@@ -310,11 +384,7 @@ impl Endpoint {
                 let signer = if method == AuthMethod::ClientSecretJwt {
                     AssertionSigner::Secret(secret()?)
                 } else {
-                    AssertionSigner::Key(
-                        self.signing_key
-                            .clone()
-                            .ok_or(ConfigError::MissingSigningKey(name))?,
-                    )
+                    AssertionSigner::Key(Arc::new(self.key_cell(name, counters)?))
                 };
                 let audience = match self.assertion_audience.clone().unwrap_or_default() {
                     AssertionAudience::Issuer => {
@@ -344,6 +414,34 @@ impl Endpoint {
         })
     }
 
+    /// The signing key's cell, from the key, its file or its provider, with the previous key.
+    #[cfg(feature = "jwt")]
+    fn key_cell(
+        &self,
+        name: &'static str,
+        counters: &Arc<crate::stats::Counters>,
+    ) -> Result<crate::rotation::KeyCell, ConfigError> {
+        use crate::rotation::{KeyCell, Kind};
+        let previous = self.previous_signing_key.clone();
+        let interval = self
+            .credential_file_check_interval
+            .unwrap_or(crate::DEFAULT_FILE_CHECK_INTERVAL);
+        Ok(match self.signing_key.clone() {
+            None => return Err(ConfigError::MissingSigningKey(name)),
+            Some(KeyChoice::Value(key)) => KeyCell::value(key, previous),
+            Some(KeyChoice::File(alg, path)) => KeyCell::text(
+                alg,
+                SecretCell::file(Kind::Key(alg), path, interval, None, Arc::clone(counters))?,
+                previous,
+            ),
+            Some(KeyChoice::Provider(alg, provider)) => KeyCell::text(
+                alg,
+                SecretCell::provider(Kind::Key(alg), provider, None, Arc::clone(counters)),
+                previous,
+            ),
+        })
+    }
+
     /// Workload identity federation: every setting checked (the method `private_key_jwt`, no
     /// secret, no key, none of the settings of assertions this crate signs).
     fn federated(
@@ -361,7 +459,7 @@ impl Endpoint {
             ));
         }
         #[cfg(feature = "jwt")]
-        let key = self.signing_key.is_some();
+        let key = self.signing_key.is_some() || self.previous_signing_key.is_some();
         #[cfg(not(feature = "jwt"))]
         let key = false;
         if key

@@ -63,7 +63,9 @@ pub mod builder {
         pub(crate) assertion_audience: Option<super::AssertionAudience>,
         pub(crate) assertion_lifetime: Option<Duration>,
         #[cfg(feature = "jwt")]
-        pub(crate) signing_key: Option<crate::SigningKey>,
+        pub(crate) signing_key: Option<super::auth::KeyChoice>,
+        #[cfg(feature = "jwt")]
+        pub(crate) previous_signing_key: Option<crate::SigningKey>,
         #[cfg(feature = "jwt")]
         pub(crate) dpop: Option<super::auth::DpopChoice>,
         #[cfg(feature = "jwt")]

@@ -8,8 +8,8 @@ use http::header::{ACCEPT, CONTENT_TYPE, RETRY_AFTER};
 use http::HeaderMap;
 use url::Url;
 
-use crate::client_auth::{ClientAuth, TokenRequest};
-use crate::{BoxFuture, ClientSecret, Error, OAuthErrorCode, Scopes, Token, TokenSource};
+use crate::client_auth::{ClientAuth, Presented, TokenRequest};
+use crate::{BoxFuture, Error, OAuthErrorCode, Scopes, Token, TokenSource};
 
 mod response;
 
@@ -133,7 +133,7 @@ impl TokenEndpoint {
     fn request_parts(
         &self,
         scopes: &Scopes,
-        secret: Option<&ClientSecret>,
+        presented: Option<&Presented>,
     ) -> Result<(String, HeaderMap), Error> {
         let mut form = form_urlencoded::Serializer::new(String::new());
         form.append_pair("grant_type", "client_credentials");
@@ -145,7 +145,7 @@ impl TokenEndpoint {
         }
         let mut headers = HeaderMap::new();
         self.auth.authenticate(
-            secret,
+            presented,
             TokenRequest {
                 form: &mut form,
                 headers: &mut headers,
@@ -158,13 +158,13 @@ impl TokenEndpoint {
     /// `invalid_client` and there is another one (read again from the file or the provider, or
     /// the previous secret).
     async fn send(&self, scopes: &Scopes) -> Result<Token, Error> {
-        let Some(cell) = self.auth.secret() else {
-            return self.send_with(scopes, None).await;
-        };
-        let secret = cell.current().await?;
-        match self.send_with(scopes, Some(&secret)).await {
+        let presented = self.auth.present().await?;
+        match self.send_with(scopes, presented.as_ref()).await {
             Err(error) if matches!(error.oauth_code(), Some(OAuthErrorCode::InvalidClient)) => {
-                let Some(other) = cell.after_refusal(&secret).await else {
+                let Some(refused) = &presented else {
+                    return Err(error);
+                };
+                let Some(other) = self.auth.after_refusal(refused).await else {
                     return Err(error);
                 };
                 tracing::info!(endpoint = %self.endpoint, "the token endpoint refused the client secret (invalid_client); sending once more with another one");
@@ -187,13 +187,13 @@ impl TokenEndpoint {
     async fn send_with(
         &self,
         scopes: &Scopes,
-        secret: Option<&ClientSecret>,
+        presented: Option<&Presented>,
     ) -> Result<Token, Error> {
         #[cfg(feature = "jwt")]
         if let Some(dpop) = &self.dpop {
-            return self.send_with_dpop(scopes, secret, dpop).await;
+            return self.send_with_dpop(scopes, presented, dpop).await;
         }
-        let (form, headers) = self.request_parts(scopes, secret)?;
+        let (form, headers) = self.request_parts(scopes, presented)?;
         let (result, _) = self.send_once(form, headers).await;
         result
     }
@@ -205,7 +205,7 @@ impl TokenEndpoint {
     async fn send_with_dpop(
         &self,
         scopes: &Scopes,
-        secret: Option<&ClientSecret>,
+        presented: Option<&Presented>,
         dpop: &crate::proof::Dpop,
     ) -> Result<Token, Error> {
         let origin = crate::config::url::Origin::from_parts(
@@ -216,7 +216,7 @@ impl TokenEndpoint {
         let htu = crate::proof::htu_of_url(&self.url).ok_or(Error::DpopUrl)?;
         let mut nonce_retried = false;
         loop {
-            let (form, mut headers) = self.request_parts(scopes, secret)?;
+            let (form, mut headers) = self.request_parts(scopes, presented)?;
             let jkt = dpop.thumbprint();
             headers.insert(
                 crate::proof::DPOP,

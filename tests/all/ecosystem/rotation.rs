@@ -406,9 +406,9 @@ fn unusable_secret_settings_are_refused_at_build() {
         .build()
         .unwrap_err();
     assert!(
-        interval
-            .to_string()
-            .contains("applies to client_secret_file and client_assertion_file only"),
+        interval.to_string().contains(
+            "applies to client_secret_file, client_assertion_file and signing_key_file only"
+        ),
         "{interval}"
     );
     let previous = base()

@@ -401,3 +401,115 @@ async fn a_certificate_puts_its_thumbprint_in_the_header() {
         }
     }
 }
+
+/// A token endpoint that accepts `private_key_jwt` assertions signed by one key at a time (the
+/// public key registered for the client), verified with `jsonwebtoken`; counts refusals.
+#[derive(Clone)]
+struct KeyedAuthority {
+    accepted: std::sync::Arc<std::sync::Mutex<String>>,
+    refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl wiremock::Respond for KeyedAuthority {
+    fn respond(&self, request: &wiremock::Request) -> ResponseTemplate {
+        let form = form(request);
+        let assertion = field(&form, "client_assertion").unwrap_or_default();
+        let jwk: jsonwebtoken::jwk::Jwk =
+            serde_json::from_str(&self.accepted.lock().unwrap()).unwrap();
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+        validation.set_audience(&[ISSUER]);
+        let verified = jsonwebtoken::decode::<serde_json::Value>(
+            assertion,
+            &jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap(),
+            &validation,
+        );
+        if verified.is_ok() {
+            ResponseTemplate::new(200).set_body_json(token_body("tok-keyed", 3600))
+        } else {
+            self.refused
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            ResponseTemplate::new(401).set_body_json(serde_json::json!({"error": "invalid_client"}))
+        }
+    }
+}
+
+/// Issue 17: the signing key read from a file is rotated on disk and at the server at the same
+/// moment: one refused assertion, the file read at once, one more signed with the new key.
+/// Then the previous key bridges a window in which the server still knows only the old one.
+#[tokio::test]
+async fn a_signing_key_file_rotates_and_the_previous_key_bridges_the_window() {
+    let old_pem = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/keys/ec_pkcs8.pem"
+    ))
+    .unwrap();
+    let new_pem = rcgen::KeyPair::generate().unwrap().serialize_pem();
+    let public = |pem: &str| {
+        SigningKey::from_pem(JwsAlgorithm::Es256, pem)
+            .unwrap()
+            .public_jwk()
+    };
+    let authority = KeyedAuthority {
+        accepted: std::sync::Arc::new(std::sync::Mutex::new(public(&old_pem))),
+        refused: Default::default(),
+    };
+    let auth = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(authority.clone())
+        .mount(&auth)
+        .await;
+    let dir = crate::support::TempDir::new();
+    let file = dir.file("signing-key.pem");
+    crate::support::write_atomically(&file, &old_pem);
+    let credentials = base(&auth)
+        .issuer(ISSUER)
+        .signing_key_file(JwsAlgorithm::Es256, &file)
+        .credential_file_check_interval(Duration::from_secs(86_400))
+        .build()
+        .unwrap();
+    let first = credentials.access_token().await.unwrap();
+    crate::support::write_atomically(&file, &new_pem);
+    *authority.accepted.lock().unwrap() = public(&new_pem);
+    credentials.accepted(&first);
+    assert!(credentials.invalidate(&first));
+    credentials.access_token().await.unwrap();
+    let refused = authority.refused.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(refused, 1, "one refused, then signed with the new key");
+    assert_eq!(credentials.stats().token_requests, 3);
+    assert_eq!(credentials.stats().credentials_reloaded, 1);
+
+    // The rotation window: the new key is current, the server still has the old one.
+    *authority.accepted.lock().unwrap() = public(&old_pem);
+    let windowed = base(&auth)
+        .issuer(ISSUER)
+        .signing_key(SigningKey::from_pem(JwsAlgorithm::Es256, &new_pem).unwrap())
+        .previous_signing_key(SigningKey::from_pem(JwsAlgorithm::Es256, &old_pem).unwrap())
+        .build()
+        .unwrap();
+    let token = windowed.access_token().await.unwrap();
+    windowed.accepted(&token);
+    assert!(windowed.invalidate(&token));
+    windowed.access_token().await.unwrap();
+    assert_eq!(
+        authority.refused.load(std::sync::atomic::Ordering::SeqCst),
+        refused + 1,
+        "the previous key is used first once it worked"
+    );
+    assert_eq!(windowed.stats().token_requests, 3);
+    // A key file that no longer holds a key is refused at build, never shown.
+    crate::support::write_atomically(
+        &file,
+        "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n",
+    );
+    let error = base(&auth)
+        .issuer(ISSUER)
+        .signing_key_file(JwsAlgorithm::Es256, &file)
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(&error, ConfigError::CredentialFile(m) if m.contains("signing-key.pem")),
+        "{error:?}"
+    );
+    assert!(!error.to_string().contains("bm90IGEga2V5"), "{error}");
+}
