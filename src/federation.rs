@@ -234,6 +234,18 @@ mod tests {
             matches!(&missing, ConfigError::InvalidEnv { name, .. } if name == "AZURE_TENANT_ID"),
             "{missing:?}"
         );
+        // The same from the process environment (variables no other test reads).
+        for (name, value) in vars {
+            std::env::set_var(name, value);
+        }
+        let from_env = ClientCredentialsBuilder::new()
+            .azure_workload_identity()
+            .unwrap();
+        for (name, _) in vars {
+            std::env::remove_var(name);
+        }
+        assert_eq!(from_env.source.token_url, b.source.token_url);
+        assert_eq!(from_env.source.client_id, b.source.client_id);
     }
 
     #[test]

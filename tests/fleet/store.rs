@@ -536,7 +536,7 @@ async fn members_reading_a_rotated_secret_file_still_share_one_token() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("client-secret");
     std::fs::write(&file, "secret-one").unwrap();
-    let member = || {
+    let member = |file: &std::path::Path| {
         let fleet = client_credentials::Fleet::redis(&redis.url())
             .unwrap()
             .encryption_key(
@@ -546,15 +546,21 @@ async fn members_reading_a_rotated_secret_file_still_share_one_token() {
         client_credentials::ClientCredentials::builder()
             .token_url(&servers.token_url)
             .client_id("fleet-test")
-            .client_secret_file(&file)
+            .client_secret_file(file)
             .fleet(fleet)
             .build()
             .unwrap()
     };
-    let first = one_request_through(&member(), &servers).await;
+    let first = one_request_through(&member(&file), &servers).await;
     std::fs::write(&file, "secret-two").unwrap();
-    let later = one_request_through(&member(), &servers).await;
+    let later = one_request_through(&member(&file), &servers).await;
     assert_eq!(later, first, "adopted across the rotation");
     assert_eq!(servers.token_requests(), 1);
+    // Another secret file (another deployment of the same client id) is another store key.
+    let other = dir.join("other-client-secret");
+    std::fs::write(&other, "secret-two").unwrap();
+    let elsewhere = one_request_through(&member(&other), &servers).await;
+    assert_ne!(elsewhere, first, "not shared with another file's members");
+    assert_eq!(servers.token_requests(), 2);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -273,7 +273,37 @@ async fn an_assertion_from_the_environment_is_read_before_each_token_request() {
 #[tokio::test]
 async fn the_github_actions_token_is_asked_for_the_audience_and_sent() {
     let service = MockServer::start().await;
+    // As large as GitHub's (its tokens carry some thirty claims: over 1 KB).
     let oidc = jwt("repo:acme/payments:environment:production", 300);
+    let oidc = {
+        let mut parts: Vec<String> = oidc.split('.').map(str::to_owned).collect();
+        let mut claims: serde_json::Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(&parts[1])
+                .unwrap(),
+        )
+        .unwrap();
+        for claim in [
+            "repository",
+            "repository_owner",
+            "workflow",
+            "job_workflow_ref",
+            "ref",
+            "sha",
+            "run_id",
+            "run_attempt",
+            "actor",
+            "environment",
+            "event_name",
+            "ref_type",
+        ] {
+            claims[claim] =
+                serde_json::json!(format!("{claim}-value-of-a-realistic-length-0123456789"));
+        }
+        parts[1] = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims.to_string());
+        parts.join(".")
+    };
+    assert!(oidc.len() > 1200, "{}", oidc.len());
     Mock::given(method("GET"))
         .and(path(
             "/_apis/distributedtask/hubs/Actions/plans/p/jobs/j/idtoken",
