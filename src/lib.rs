@@ -19,6 +19,11 @@
 //!   Valkey, with single flight across processes; Redis failing never fails a request.
 //! - **Beyond shared secrets** (`jwt` feature): `private_key_jwt`, `client_secret_jwt`, mutual
 //!   TLS, and DPoP-bound tokens with a fresh proof on every request.
+//! - **Rotation without a restart, or no secret at all**: the secret or key read from a file
+//!   (read again when it changes and when the server answers `invalid_client`) or a
+//!   [`CredentialProvider`]; the previous one during a rotation window; workload identity
+//!   federation with the platform's JWT as the client assertion (Kubernetes, AKS, GitHub
+//!   Actions, SPIFFE).
 //!
 //! # Quickstart (reqwest)
 //!
