@@ -276,6 +276,7 @@ mod tests {
 
     use super::super::testing::{cache_with, cache_with_policy, settle, Counting, Scripted};
     use super::*;
+    use crate::cache::hit::DUE;
     use crate::policy::{CachePolicy, RetryPolicy};
 
     /// Single flight: a thousand concurrent misses share one fetch.
@@ -499,5 +500,111 @@ mod tests {
         settle().await;
         assert_ne!(cache.cached().unwrap().gen, first.gen);
         assert_eq!(source.calls(), 2);
+    }
+
+    /// The API rejects the token while its refresh ahead is in flight: the refresh's token is
+    /// the replacement, and no second fetch starts beside it.
+    #[tokio::test(start_paused = true)]
+    async fn a_rejection_while_a_refresh_is_in_flight_starts_no_second_fetch() {
+        let (cache, source) = cache_with(Counting::slow(
+            Duration::from_secs(100),
+            Duration::from_secs(1),
+        ));
+        let first = cache.entry().await.unwrap();
+        cache.mark_accepted(first.gen);
+        tokio::time::advance(Duration::from_secs(75)).await;
+        settle().await;
+        assert_eq!(
+            cache.cached().map(|c| c.gen),
+            Some(first.gen),
+            "starts the refresh"
+        );
+        settle().await;
+        assert_eq!(source.calls(), 2, "the refresh is in flight");
+        assert!(matches!(
+            cache.invalidate(first.gen),
+            Invalidation::Replaced
+        ));
+        let next = cache.entry().await.unwrap();
+        assert_ne!(next.gen, first.gen);
+        assert_eq!(
+            source.calls(),
+            2,
+            "no second fetch beside the one in flight"
+        );
+        assert_eq!(cache.shared.counters.snapshot().forced_refreshes, 1);
+    }
+
+    /// The API rejects a token while the cache backs off after failed refreshes: the token is
+    /// dropped, and no token request is sent before the backoff ends.
+    #[tokio::test(start_paused = true)]
+    async fn a_rejection_during_a_backoff_sends_nothing_before_it_ends() {
+        let (cache, source) = cache_with(Scripted::new(vec![
+            Scripted::ok("tok-1"),
+            Scripted::permanent(),
+        ]));
+        let first = cache.entry().await.unwrap();
+        cache.mark_accepted(first.gen);
+        tokio::time::advance(Duration::from_secs(2700)).await;
+        settle().await;
+        assert!(cache.cached().is_some(), "starts the refresh, which fails");
+        for _ in 0..10 {
+            settle().await;
+        }
+        let calls = source.calls();
+        assert!(calls >= 2, "{calls}");
+        assert!(
+            backing_off(&cache.lock(), Instant::now()).is_some(),
+            "backing off"
+        );
+        assert!(matches!(
+            cache.invalidate(first.gen),
+            Invalidation::Replaced
+        ));
+        settle().await;
+        assert_eq!(source.calls(), calls, "nothing sent during the backoff");
+    }
+
+    /// The "refresh due" bit seen while a fetch is in flight (a timer of the same token firing
+    /// again) starts no second fetch, and neither does it while the cache backs off.
+    #[tokio::test(start_paused = true)]
+    async fn a_due_bit_during_a_fetch_or_a_backoff_starts_nothing() {
+        let (cache, source) = cache_with(Counting::slow(
+            Duration::from_secs(100),
+            Duration::from_secs(1),
+        ));
+        let first = cache.entry().await.unwrap();
+        tokio::time::advance(Duration::from_secs(75)).await;
+        settle().await;
+        assert!(cache.cached().is_some(), "starts the refresh");
+        settle().await;
+        assert_eq!(source.calls(), 2);
+        cache.update_if_current(first.gen, |s| s | DUE);
+        assert!(cache.cached().is_some());
+        settle().await;
+        assert_eq!(
+            source.calls(),
+            2,
+            "no second fetch beside the one in flight"
+        );
+        assert_eq!(cache.shared.counters.snapshot().refreshes_ahead, 1);
+
+        let (cache, source) = cache_with(Scripted::new(vec![
+            Scripted::ok("tok-1"),
+            Scripted::permanent(),
+        ]));
+        let first = cache.entry().await.unwrap();
+        tokio::time::advance(Duration::from_secs(2700)).await;
+        settle().await;
+        assert!(cache.cached().is_some(), "starts the refresh, which fails");
+        for _ in 0..10 {
+            settle().await;
+        }
+        let calls = source.calls();
+        assert!(backing_off(&cache.lock(), Instant::now()).is_some());
+        cache.update_if_current(first.gen, |s| s | DUE);
+        assert!(cache.cached().is_some());
+        settle().await;
+        assert_eq!(source.calls(), calls, "nothing sent during the backoff");
     }
 }
