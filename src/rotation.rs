@@ -1213,4 +1213,42 @@ mod tests {
             });
         }
     }
+
+    /// What a fleet's store key is made of: a key file by its path (so members share across a
+    /// rotation), a key given as a value by itself.
+    #[cfg(all(feature = "jwt", feature = "fleet"))]
+    #[test]
+    fn a_rotating_key_is_named_by_its_file_and_a_fixed_one_is_itself() {
+        let dir = dir();
+        let path = dir.join("key.pem");
+        let pem = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/keys/ec_pkcs8.pem"
+        ))
+        .unwrap();
+        write(&path, &pem);
+        let alg = crate::JwsAlgorithm::Es256;
+        let file = SecretCell::file(
+            Kind::Key(alg),
+            path.clone(),
+            Duration::ZERO,
+            None,
+            Arc::default(),
+        )
+        .unwrap();
+        let rotating = KeyCell::text(alg, file, None);
+        assert_eq!(
+            rotating.rotates(),
+            Some(format!("signing key file {}", path.display()))
+        );
+        assert!(rotating.fixed().is_none());
+        let key = crate::SigningKey::from_pem(alg, &pem).unwrap();
+        let fixed = KeyCell::value(key.clone(), None);
+        assert_eq!(fixed.rotates(), None);
+        assert_eq!(
+            fixed.fixed().map(|k| k.thumbprint()),
+            Some(key.thumbprint())
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }
