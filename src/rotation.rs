@@ -1242,6 +1242,15 @@ mod tests {
             Some(format!("signing key file {}", path.display()))
         );
         assert!(rotating.fixed().is_none());
+        let shown = format!("{rotating:?}");
+        assert!(
+            shown.starts_with("SigningKeyCell { from: SigningKey { file: "),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("key.pem") && !shown.contains("PRIVATE KEY"),
+            "{shown}"
+        );
         let key = crate::SigningKey::from_pem(alg, &pem).unwrap();
         let fixed = KeyCell::value(key.clone(), None);
         assert_eq!(fixed.rotates(), None);
