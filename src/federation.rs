@@ -272,5 +272,11 @@ mod tests {
             !debug.contains("never-shown") && !debug.contains("api-version"),
             "{debug}"
         );
+        assert!(
+            debug.contains("GitHubActionsToken")
+                && debug.contains("pipelines.actions.githubusercontent.com/x")
+                && debug.contains("[redacted]"),
+            "{debug}"
+        );
     }
 }
