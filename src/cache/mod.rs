@@ -185,3 +185,40 @@ impl Drop for TokenCache {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::testing::{cache_with, manual_entry, Counting};
+    use super::*;
+
+    /// `Debug` names the scopes and whether a token is held, never the token.
+    #[tokio::test(start_paused = true)]
+    async fn debug_says_whether_a_token_is_held() {
+        let (cache, _source) = cache_with(Counting::new(Duration::from_secs(3600)));
+        let empty = format!("{cache:?}");
+        assert!(
+            empty.starts_with("TokenCache { scopes: ") && empty.contains("has_token: false"),
+            "{empty}"
+        );
+        cache.entry().await.unwrap();
+        let held = format!("{cache:?}");
+        assert!(held.contains("has_token: true"), "{held}");
+        assert!(!held.contains("tok-1"), "{held}");
+    }
+
+    /// A token is usable until, not at, the end of its use.
+    #[tokio::test(start_paused = true)]
+    async fn a_token_is_not_usable_at_the_end_of_its_use() {
+        let (cache, _source) = cache_with(Counting::new(Duration::from_secs(3600)));
+        let now = Instant::now();
+        let entry = manual_entry(now + Duration::from_secs(5), now + Duration::from_secs(10));
+        cache.current.store(Some(Arc::clone(&entry)));
+        tokio::time::advance(Duration::from_millis(9_999)).await;
+        assert!(cache.usable_now().is_some());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(cache.usable_now().is_none(), "at use_until");
+        assert!(cache.current().is_some(), "still the current entry");
+    }
+}
