@@ -189,4 +189,29 @@ mod tests {
             .unwrap();
         assert_eq!(multi.block_on(async { clock_bit() }), 0);
     }
+
+    /// A token installed already past its refresh point (a slow answer, a timer re-armed on
+    /// another runtime) is due at once, and stays due when its timer fires.
+    #[tokio::test(start_paused = true)]
+    async fn a_token_installed_past_its_refresh_point_stays_due() {
+        let (cache, _source) = cache_with(Counting::new(Duration::from_secs(100)));
+        let now = Instant::now();
+        let entry = manual_entry(now, now + Duration::from_secs(20));
+        {
+            let mut slow = cache.lock();
+            cache.install(&mut slow, Arc::clone(&entry));
+        }
+        assert_ne!(
+            cache.state.load(Ordering::Acquire) & DUE,
+            0,
+            "due when published"
+        );
+        settle().await;
+        assert_ne!(
+            cache.state.load(Ordering::Acquire) & DUE,
+            0,
+            "still due after the timer fired"
+        );
+        assert_eq!(cache.published_gen(), entry.gen);
+    }
 }
