@@ -502,16 +502,14 @@ mod tests {
         assert_eq!(source.calls(), 2);
     }
 
-    /// The API rejects the token while its refresh ahead is in flight: the refresh's token is
-    /// the replacement, and no second fetch starts beside it.
-    #[tokio::test(start_paused = true)]
-    async fn a_rejection_while_a_refresh_is_in_flight_starts_no_second_fetch() {
+    /// A cache whose token's refresh ahead is in flight (a one-second answer): the cache, its
+    /// source and the token being refreshed.
+    async fn refresh_in_flight() -> (Arc<TokenCache>, Arc<Counting>, Arc<Entry>) {
         let (cache, source) = cache_with(Counting::slow(
             Duration::from_secs(100),
             Duration::from_secs(1),
         ));
         let first = cache.entry().await.unwrap();
-        cache.mark_accepted(first.gen);
         tokio::time::advance(Duration::from_secs(75)).await;
         settle().await;
         assert_eq!(
@@ -521,6 +519,39 @@ mod tests {
         );
         settle().await;
         assert_eq!(source.calls(), 2, "the refresh is in flight");
+        (cache, source, first)
+    }
+
+    /// A cache backing off after its refresh ahead failed, its token still usable: the cache,
+    /// its source, the token and the calls made so far.
+    async fn backing_off_after_a_failed_refresh(
+    ) -> (Arc<TokenCache>, Arc<Scripted>, Arc<Entry>, usize) {
+        let (cache, source) = cache_with(Scripted::new(vec![
+            Scripted::ok("tok-1"),
+            Scripted::permanent(),
+        ]));
+        let first = cache.entry().await.unwrap();
+        tokio::time::advance(Duration::from_secs(2700)).await;
+        settle().await;
+        assert!(cache.cached().is_some(), "starts the refresh, which fails");
+        for _ in 0..10 {
+            settle().await;
+        }
+        let calls = source.calls();
+        assert!(calls >= 2, "{calls}");
+        assert!(
+            backing_off(&cache.lock(), Instant::now()).is_some(),
+            "backing off"
+        );
+        (cache, source, first, calls)
+    }
+
+    /// The API rejects the token while its refresh ahead is in flight: the refresh's token is
+    /// the replacement, and no second fetch starts beside it.
+    #[tokio::test(start_paused = true)]
+    async fn a_rejection_while_a_refresh_is_in_flight_starts_no_second_fetch() {
+        let (cache, source, first) = refresh_in_flight().await;
+        cache.mark_accepted(first.gen);
         assert!(matches!(
             cache.invalidate(first.gen),
             Invalidation::Replaced
@@ -539,24 +570,8 @@ mod tests {
     /// dropped, and no token request is sent before the backoff ends.
     #[tokio::test(start_paused = true)]
     async fn a_rejection_during_a_backoff_sends_nothing_before_it_ends() {
-        let (cache, source) = cache_with(Scripted::new(vec![
-            Scripted::ok("tok-1"),
-            Scripted::permanent(),
-        ]));
-        let first = cache.entry().await.unwrap();
+        let (cache, source, first, calls) = backing_off_after_a_failed_refresh().await;
         cache.mark_accepted(first.gen);
-        tokio::time::advance(Duration::from_secs(2700)).await;
-        settle().await;
-        assert!(cache.cached().is_some(), "starts the refresh, which fails");
-        for _ in 0..10 {
-            settle().await;
-        }
-        let calls = source.calls();
-        assert!(calls >= 2, "{calls}");
-        assert!(
-            backing_off(&cache.lock(), Instant::now()).is_some(),
-            "backing off"
-        );
         assert!(matches!(
             cache.invalidate(first.gen),
             Invalidation::Replaced
@@ -569,16 +584,7 @@ mod tests {
     /// again) starts no second fetch, and neither does it while the cache backs off.
     #[tokio::test(start_paused = true)]
     async fn a_due_bit_during_a_fetch_or_a_backoff_starts_nothing() {
-        let (cache, source) = cache_with(Counting::slow(
-            Duration::from_secs(100),
-            Duration::from_secs(1),
-        ));
-        let first = cache.entry().await.unwrap();
-        tokio::time::advance(Duration::from_secs(75)).await;
-        settle().await;
-        assert!(cache.cached().is_some(), "starts the refresh");
-        settle().await;
-        assert_eq!(source.calls(), 2);
+        let (cache, source, first) = refresh_in_flight().await;
         cache.update_if_current(first.gen, |s| s | DUE);
         assert!(cache.cached().is_some());
         settle().await;
@@ -589,19 +595,7 @@ mod tests {
         );
         assert_eq!(cache.shared.counters.snapshot().refreshes_ahead, 1);
 
-        let (cache, source) = cache_with(Scripted::new(vec![
-            Scripted::ok("tok-1"),
-            Scripted::permanent(),
-        ]));
-        let first = cache.entry().await.unwrap();
-        tokio::time::advance(Duration::from_secs(2700)).await;
-        settle().await;
-        assert!(cache.cached().is_some(), "starts the refresh, which fails");
-        for _ in 0..10 {
-            settle().await;
-        }
-        let calls = source.calls();
-        assert!(backing_off(&cache.lock(), Instant::now()).is_some());
+        let (cache, source, first, calls) = backing_off_after_a_failed_refresh().await;
         cache.update_if_current(first.gen, |s| s | DUE);
         assert!(cache.cached().is_some());
         settle().await;
