@@ -451,3 +451,66 @@ fn settings_that_do_not_go_with_a_federated_assertion_are_refused() {
         .build()
         .is_ok());
 }
+
+/// Each way the GitHub Actions token service can fail is a source error that says which, and
+/// no token request is sent.
+#[tokio::test]
+async fn each_failure_of_the_github_actions_token_service_is_named() {
+    let service = MockServer::start().await;
+    Mock::given(path("/no-value"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"count": 0})))
+        .mount(&service)
+        .await;
+    Mock::given(path("/denied"))
+        .respond_with(ResponseTemplate::new(403))
+        .mount(&service)
+        .await;
+    let refused_port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let (auth, authority) = Authority::start().await;
+    let cases = [
+        (
+            format!("{}/no-value?api-version=2.0", service.uri()),
+            "request-token",
+            "answer has no `value` string",
+        ),
+        (
+            format!("{}/denied?api-version=2.0", service.uri()),
+            "request-token",
+            "answered HTTP 403",
+        ),
+        (
+            format!("http://127.0.0.1:{refused_port}/x?api-version=2.0"),
+            "request-token",
+            "could not be reached",
+        ),
+        (
+            format!("{}/no-value?api-version=2.0", service.uri()),
+            "bad\nrequest-token",
+            "request token is not a header value",
+        ),
+    ];
+    for (url, request_token, expected) in cases {
+        let provider = GitHubActionsToken::new(
+            &url,
+            ClientSecret::new(request_token),
+            "https://auth.example.com",
+        )
+        .unwrap();
+        let credentials = builder(&auth)
+            .client_assertion_provider(provider)
+            .retry_policy(client_credentials::RetryPolicy::default().max_attempts(1))
+            .build()
+            .unwrap();
+        let error = credentials.access_token().await.unwrap_err();
+        let cause = std::error::Error::source(&error)
+            .map(|c| c.to_string())
+            .unwrap_or_default();
+        assert!(matches!(error, Error::Source(_)), "{error:?}");
+        assert!(cause.contains(expected), "{expected}: {cause}");
+        assert!(!cause.contains("request-token"), "{cause}");
+    }
+    assert!(authority.seen().is_empty(), "no token request");
+}
